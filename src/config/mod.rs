@@ -1,0 +1,406 @@
+//! Configuration: TOML → raw serde types (`raw.rs`) → a validated [`Config`]
+//! that holds only checked values. Every rejection names its key path, and
+//! all errors of a file are reported together (`aigw check-config`).
+
+pub mod duration;
+mod raw;
+pub mod url;
+
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use raw::{RawKind, RawProvider, RawServer, RawWorkers};
+pub use url::{Scheme, UpstreamUrl};
+
+/// The config `aigw` runs with when given none.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    /// In file order; a provider's index is its id on the hot path.
+    pub providers: Vec<Provider>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub workers: Workers,
+    pub pin_workers: bool,
+    pub limits: Limits,
+    pub timeouts: ServerTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per core this process may run on.
+    Auto,
+    Fixed(NonZeroUsize),
+}
+
+impl Workers {
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Fixed(n) => n.get(),
+            Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTimeouts {
+    pub header_read: Duration,
+    pub body_read: Duration,
+    pub keepalive: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `None` only for a `mock` provider without base_url: the gateway then
+    /// starts the built-in mock on a loopback port and forwards to it.
+    pub base_url: Option<UpstreamUrl>,
+    pub api_key_env: Option<String>,
+    pub passthrough_auth: bool,
+    pub headers: Vec<(String, String)>,
+    pub anthropic_version: String,
+    pub timeouts: UpstreamTimeouts,
+    pub pool: PoolConfig,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// From the request written to the first byte of the response head.
+    pub first_byte: Duration,
+    /// Whole exchange, streams included.
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// One problem in a config file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.path.is_empty() {
+                write!(f, "{}", e.message)?;
+            } else {
+                write!(f, "{}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+}
+
+/// Sections that later versions add; named so the error can say so.
+const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth", "pricing", "log"];
+
+impl Config {
+    pub fn embedded_default() -> Result<Config, ConfigErrors> {
+        Config::from_toml(EMBEDDED_DEFAULT)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError { path: String::new(), message: format!("TOML syntax: {e}") }])
+        })?;
+        let mut errors = Errors(Vec::new());
+        let mut server = None;
+        let mut providers = Vec::new();
+        for (key, value) in table {
+            match key.as_str() {
+                "server" => server = section::<RawServer>(&mut errors, "server", value),
+                "providers" => match value {
+                    toml::Value::Table(t) => {
+                        for (name, v) in t {
+                            let path = format!("providers.{name}");
+                            if let Some(p) = section::<RawProvider>(&mut errors, &path, v) {
+                                providers.push((name, p));
+                            }
+                        }
+                    }
+                    _ => errors.push("providers", "must be a table of [providers.NAME] sections"),
+                },
+                k if FUTURE_SECTIONS.contains(&k) => {
+                    errors.push(k, "not supported by this version of aigw")
+                }
+                k => errors.push(k, "unknown section"),
+            }
+        }
+        let server = validate_server(&mut errors, server.unwrap_or_default());
+        let providers: Vec<Provider> = providers
+            .into_iter()
+            .filter_map(|(name, raw)| validate_provider(&mut errors, name, raw))
+            .collect();
+        if providers.is_empty() && errors.0.is_empty() {
+            errors.push("providers", "at least one [providers.NAME] section is required");
+        }
+        match (server, errors.0.is_empty()) {
+            (Some(server), true) => Ok(Config { server, providers }),
+            _ => Err(ConfigErrors(errors.0)),
+        }
+    }
+
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
+    }
+}
+
+/// Deserializes one section, recording the error with its full key path.
+fn section<T: serde::de::DeserializeOwned>(
+    errors: &mut Errors,
+    prefix: &str,
+    value: toml::Value,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." { prefix.to_string() } else { format!("{prefix}.{inner}") };
+            errors.push(path, e.into_inner().message().to_string());
+            None
+        }
+    }
+}
+
+fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
+    let before = errors.0.len();
+    let mut addr = |key: &str, value: Option<String>, default: &str| -> SocketAddr {
+        let text = value.unwrap_or_else(|| default.to_string());
+        text.parse().unwrap_or_else(|_| {
+            errors.push(format!("server.{key}"), format!("`{text}` is not an IP:port address"));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let listen = addr("listen", raw.listen, "127.0.0.1:8080");
+    let admin_listen = addr("admin_listen", raw.admin_listen, "127.0.0.1:9090");
+    let workers = match raw.workers {
+        None => Workers::Auto,
+        Some(RawWorkers::Word(w)) if w == "auto" => Workers::Auto,
+        Some(RawWorkers::Word(w)) => {
+            errors.push("server.workers", format!("`{w}`: expected \"auto\" or a number"));
+            Workers::Auto
+        }
+        Some(RawWorkers::Count(n)) => match usize::try_from(n).ok().and_then(NonZeroUsize::new) {
+            Some(n) if n.get() <= 1024 => Workers::Fixed(n),
+            _ => {
+                errors.push("server.workers", format!("{n}: expected 1 to 1024"));
+                Workers::Auto
+            }
+        },
+    };
+    let limits = Limits {
+        max_head_bytes: raw.max_head_bytes.unwrap_or(64 * 1024),
+        max_headers: raw.max_headers.unwrap_or(128),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+    };
+    if !(1024..=1024 * 1024).contains(&limits.max_head_bytes) {
+        errors.push("server.max_head_bytes", "must be between 1024 and 1048576");
+    }
+    if !(8..=crate::http::MAX_HEADERS_CAP).contains(&limits.max_headers) {
+        errors.push(
+            "server.max_headers",
+            format!("must be between 8 and {}", crate::http::MAX_HEADERS_CAP),
+        );
+    }
+    if limits.max_body_bytes == 0 {
+        errors.push("server.max_body_bytes", "must be at least 1");
+    }
+    let timeouts = ServerTimeouts {
+        header_read: raw.header_read_timeout.unwrap_or(Duration::from_secs(10)),
+        body_read: raw.body_read_timeout.unwrap_or(Duration::from_secs(60)),
+        keepalive: raw.keepalive_timeout.unwrap_or(Duration::from_secs(75)),
+        shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+    };
+    for (key, d) in [
+        ("header_read_timeout", timeouts.header_read),
+        ("body_read_timeout", timeouts.body_read),
+        ("keepalive_timeout", timeouts.keepalive),
+    ] {
+        if d.is_zero() {
+            errors.push(format!("server.{key}"), "must be greater than 0");
+        }
+    }
+    let server = Server {
+        listen,
+        admin_listen,
+        workers,
+        pin_workers: raw.pin_workers.unwrap_or(true),
+        limits,
+        timeouts,
+    };
+    (errors.0.len() == before).then_some(server)
+}
+
+/// Names that would shadow the gateway's own routes.
+const RESERVED_NAMES: &[&str] = &["v1", "admin", "healthz", "readyz", "metrics"];
+
+fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Option<Provider> {
+    let before = errors.0.len();
+    let at = |key: &str| format!("providers.{name}.{key}");
+    if name.is_empty()
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        errors.push(format!("providers.{name}"), "name may hold only letters, digits, '-', '_' and '.'");
+    }
+    if RESERVED_NAMES.contains(&name.as_str()) {
+        errors.push(format!("providers.{name}"), "name is reserved for the gateway's own routes");
+    }
+    let kind = match raw.kind {
+        RawKind::Openai => ProviderKind::OpenAi,
+        RawKind::Anthropic => ProviderKind::Anthropic,
+        RawKind::Gemini => ProviderKind::Gemini,
+        RawKind::Mock => ProviderKind::Mock,
+    };
+    let default_url = match kind {
+        ProviderKind::OpenAi => Some("https://api.openai.com"),
+        ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+        ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+        ProviderKind::Mock => None,
+    };
+    let base_url = match raw.base_url.as_deref().or(default_url) {
+        Some(text) => match UpstreamUrl::parse(text) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                errors.push(at("base_url"), e);
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(var) = &raw.api_key_env {
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            errors.push(at("api_key_env"), "must be an environment variable name");
+        }
+    }
+    let mut headers = Vec::new();
+    for (k, v) in raw.headers {
+        let token_ok = !k.is_empty() && k.bytes().all(is_tchar);
+        if !token_ok {
+            errors.push(at(&format!("headers.{k}")), "not a valid header name");
+        } else if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            errors.push(at(&format!("headers.{k}")), "header value has CR, LF or NUL");
+        } else if is_gateway_managed(&k) {
+            errors.push(at(&format!("headers.{k}")), "this header is set by the gateway itself");
+        } else {
+            headers.push((k, v));
+        }
+    }
+    let timeouts = UpstreamTimeouts {
+        connect: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+        first_byte: raw.first_byte_timeout.unwrap_or(Duration::from_secs(120)),
+        total: raw.request_timeout.unwrap_or(Duration::from_secs(600)),
+    };
+    for (key, d) in [
+        ("connect_timeout", timeouts.connect),
+        ("first_byte_timeout", timeouts.first_byte),
+        ("request_timeout", timeouts.total),
+    ] {
+        if d.is_zero() {
+            errors.push(at(key), "must be greater than 0");
+        }
+    }
+    let pool = PoolConfig {
+        max_idle: raw.pool_max_idle.unwrap_or(64),
+        idle_timeout: raw.pool_idle_timeout.unwrap_or(Duration::from_secs(60)),
+    };
+    if let Some(path) = &raw.tls_ca_file {
+        if !path.is_file() {
+            errors.push(at("tls_ca_file"), format!("{} is not a readable file", path.display()));
+        }
+    }
+    let provider = Provider {
+        kind,
+        base_url,
+        api_key_env: raw.api_key_env,
+        passthrough_auth: raw.passthrough_auth,
+        headers,
+        anthropic_version: raw.anthropic_version.unwrap_or_else(|| "2023-06-01".into()),
+        timeouts,
+        pool,
+        tls_ca_file: raw.tls_ca_file,
+        name,
+    };
+    (errors.0.len() == before).then_some(provider)
+}
+
+/// RFC 9110 token characters.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_gateway_managed(name: &str) -> bool {
+    ["host", "content-length", "transfer-encoding", "connection", "x-forwarded-for"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! The config file as written: serde types with `deny_unknown_fields`, every
+//! field optional so that defaults live in one place (`validate.rs`).
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<RawWorkers>,
+    pub pin_workers: Option<bool>,
+    pub max_head_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub header_read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub body_read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// `workers = "auto"` or `workers = 4`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawWorkers {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Mock,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: RawKind,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub passthrough_auth: bool,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub anthropic_version: Option<String>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub first_byte_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub request_timeout: Option<Duration>,
+    pub pool_max_idle: Option<usize>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub pool_idle_timeout: Option<Duration>,
+    pub tls_ca_file: Option<PathBuf>,
+}

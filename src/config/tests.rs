@@ -1,0 +1,105 @@
+use super::*;
+
+fn errors_of(toml: &str) -> Vec<String> {
+    match Config::from_toml(toml) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+    }
+}
+
+fn assert_rejects(toml: &str, path: &str) {
+    let errors = errors_of(toml);
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!("{path}:"))),
+        "expected an error at {path}, got {errors:?}"
+    );
+}
+
+const MOCK: &str = "[providers.m]\nkind = \"mock\"\n";
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded_default().expect("default config");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.server.workers, Workers::Auto);
+    let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["anthropic", "mock", "openai"]);
+    assert!(c.providers[1].base_url.is_none());
+}
+
+#[test]
+fn defaults_fill_missing_keys() {
+    let c = Config::from_toml(MOCK).expect("valid");
+    assert_eq!(c.server.limits.max_head_bytes, 65536);
+    assert_eq!(c.server.limits.max_body_bytes, 32 << 20);
+    assert_eq!(c.providers[0].timeouts.connect, Duration::from_secs(5));
+}
+
+#[test]
+fn full_provider_parses() {
+    let c = Config::from_toml(
+        r#"
+        [server]
+        workers = 3
+        shutdown_grace = "2s"
+        [providers.vllm]
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v"
+        passthrough_auth = true
+        headers = { "X-Team" = "infra" }
+        connect_timeout = "250ms"
+        pool_max_idle = 8
+        "#,
+    )
+    .expect("valid");
+    let p = &c.providers[0];
+    assert_eq!(c.server.workers.resolve(), 3);
+    assert_eq!(c.server.timeouts.shutdown_grace, Duration::from_secs(2));
+    assert_eq!(p.base_url.as_ref().map(|u| u.path_prefix.as_str()), Some("/v"));
+    assert!(p.passthrough_auth);
+    assert_eq!(p.headers, vec![("X-Team".to_string(), "infra".to_string())]);
+    assert_eq!(p.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(p.pool.max_idle, 8);
+}
+
+#[test]
+fn syntax_error_is_reported() {
+    let e = errors_of("[server\n");
+    assert!(e[0].contains("TOML syntax"), "{e:?}");
+}
+
+#[test]
+fn each_rejection_names_its_key() {
+    assert_rejects(&format!("[server]\nlisten = \"nope\"\n{MOCK}"), "server.listen");
+    assert_rejects(&format!("[server]\nadmin_listen = \"1.2.3.4\"\n{MOCK}"), "server.admin_listen");
+    assert_rejects(&format!("[server]\nworkers = 0\n{MOCK}"), "server.workers");
+    assert_rejects(&format!("[server]\nworkers = \"many\"\n{MOCK}"), "server.workers");
+    assert_rejects(&format!("[server]\nbogus = 1\n{MOCK}"), "server");
+    assert_rejects(&format!("[server]\nkeepalive_timeout = \"5\"\n{MOCK}"), "server.keepalive_timeout");
+    assert_rejects(&format!("[server]\nheader_read_timeout = \"0s\"\n{MOCK}"), "server.header_read_timeout");
+    assert_rejects(&format!("[server]\nmax_head_bytes = 10\n{MOCK}"), "server.max_head_bytes");
+    assert_rejects(&format!("[server]\nmax_headers = 2\n{MOCK}"), "server.max_headers");
+    assert_rejects(&format!("[server]\nmax_body_bytes = 0\n{MOCK}"), "server.max_body_bytes");
+    assert_rejects("[providers.x]\nkind = \"cohere\"\n", "providers.x.kind");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://h\"\n", "providers.x.base_url");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nfoo = 1\n", "providers.x");
+    assert_rejects("[providers.x]\nkind = \"openai\"\napi_key_env = \"\"\n", "providers.x.api_key_env");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nheaders = { \"a b\" = \"1\" }\n", "providers.x.headers.a b");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nheaders = { \"Host\" = \"1\" }\n", "providers.x.headers.Host");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nconnect_timeout = \"0ms\"\n", "providers.x.connect_timeout");
+    assert_rejects("[providers.x]\nkind = \"openai\"\ntls_ca_file = \"/nonexistent\"\n", "providers.x.tls_ca_file");
+    assert_rejects("[providers.v1]\nkind = \"mock\"\n", "providers.v1");
+    assert_rejects("[providers.\"a/b\"]\nkind = \"mock\"\n", "providers.a/b");
+    assert_rejects("[cache]\ndefault_ttl = \"0s\"\n", "cache");
+    assert_rejects("[whatever]\n", "whatever");
+    assert_rejects("[server]\n", "providers");
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let e = errors_of(
+        "[server]\nlisten = \"x\"\nworkers = -1\n[providers.a]\nkind = \"zzz\"\n[providers.b]\nkind = \"openai\"\nbase_url = \"nope\"\n",
+    );
+    assert_eq!(e.len(), 4, "{e:?}");
+}

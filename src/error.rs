@@ -1,0 +1,209 @@
+//! Request-path errors, mapped to HTTP in exactly one place.
+//!
+//! Every variant names the side that caused it; `status()` is an exhaustive
+//! match so a new kind does not compile until someone picks its status. The
+//! body is always OpenAI-shaped JSON and never carries internals beyond a
+//! short description.
+
+use bytes::BytesMut;
+
+use crate::http::{Version, request::HeadError, write};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    // === the client's doing ===
+    /// Syntax or framing the gateway refuses (RFC 9112); the connection closes.
+    BadRequest(&'static str),
+    HeadTooLarge,
+    BodyTooLarge { limit: usize },
+    ExpectationFailed,
+    /// The client was too slow to send its head or body.
+    RequestTimeout,
+    NoSuchRoute { name: String },
+
+    // === configuration / gateway state ===
+    ProviderUnavailable { provider: String, reason: String },
+    ShuttingDown,
+
+    // === the upstream's doing ===
+    UpstreamConnect { provider: String, detail: String },
+    UpstreamTls { provider: String, detail: String },
+    /// The upstream answered with something that is not valid HTTP.
+    UpstreamProtocol { provider: String, detail: &'static str },
+    /// The upstream closed or reset before a complete response head.
+    UpstreamClosed { provider: String },
+    UpstreamTimeout { provider: String, phase: &'static str },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NoSuchRoute { .. } => 404,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::ExpectationFailed => 417,
+            GatewayError::HeadTooLarge => 431,
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::UpstreamClosed { .. } => 502,
+            GatewayError::ProviderUnavailable { .. } | GatewayError::ShuttingDown => 503,
+            GatewayError::UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Stable machine-readable `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::HeadTooLarge => "request_header_fields_too_large",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::ExpectationFailed => "expectation_failed",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::NoSuchRoute { .. } => "unknown_route",
+            GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
+            GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::UpstreamConnect { .. } => "upstream_unreachable",
+            GatewayError::UpstreamTls { .. } => "upstream_tls_error",
+            GatewayError::UpstreamProtocol { .. } => "upstream_invalid_response",
+            GatewayError::UpstreamClosed { .. } => "upstream_closed",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::BadRequest(why) => format!("malformed HTTP request: {why}"),
+            GatewayError::HeadTooLarge => "request head is larger than the gateway accepts".into(),
+            GatewayError::BodyTooLarge { limit } => {
+                format!("request body is larger than the gateway accepts ({limit} bytes)")
+            }
+            GatewayError::ExpectationFailed => "only `Expect: 100-continue` is supported".into(),
+            GatewayError::RequestTimeout => "the client did not send a complete request in time".into(),
+            GatewayError::NoSuchRoute { name } => {
+                format!("no provider or route named `{name}`: use /{{provider}}/{{path}}")
+            }
+            GatewayError::ProviderUnavailable { provider, reason } => {
+                format!("provider `{provider}` is unavailable: {reason}")
+            }
+            GatewayError::ShuttingDown => "the gateway is shutting down".into(),
+            GatewayError::UpstreamConnect { provider, detail } => {
+                format!("cannot connect to provider `{provider}`: {detail}")
+            }
+            GatewayError::UpstreamTls { provider, detail } => {
+                format!("TLS with provider `{provider}` failed: {detail}")
+            }
+            GatewayError::UpstreamProtocol { provider, detail } => {
+                format!("provider `{provider}` sent an invalid response: {detail}")
+            }
+            GatewayError::UpstreamClosed { provider } => {
+                format!("provider `{provider}` closed the connection before responding")
+            }
+            GatewayError::UpstreamTimeout { provider, phase } => {
+                format!("provider `{provider}` timed out ({phase})")
+            }
+        }
+    }
+
+    /// Whether the connection to the client must close after this answer:
+    /// after a framing error the rest of the stream cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            GatewayError::BadRequest(_)
+            | GatewayError::HeadTooLarge
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ExpectationFailed
+            | GatewayError::RequestTimeout
+            | GatewayError::ShuttingDown => true,
+            GatewayError::NoSuchRoute { .. }
+            | GatewayError::ProviderUnavailable { .. }
+            | GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::UpstreamClosed { .. }
+            | GatewayError::UpstreamTimeout { .. } => false,
+        }
+    }
+
+    /// The JSON body: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> String {
+        json_error(&self.message(), self.error_type(), self.code())
+    }
+
+    /// A whole response: head and JSON body.
+    pub fn response(&self, version: Version, request_id: Option<&[u8]>, close: bool) -> BytesMut {
+        json_response(self.status(), &self.body(), version, request_id, close)
+    }
+}
+
+impl From<HeadError> for GatewayError {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::Malformed(why) => GatewayError::BadRequest(why),
+            HeadError::TooLarge | HeadError::TooManyHeaders => GatewayError::HeadTooLarge,
+            HeadError::UnsupportedExpect => GatewayError::ExpectationFailed,
+        }
+    }
+}
+
+pub fn json_error(message: &str, error_type: &str, code: &str) -> String {
+    let message = serde_json::Value::from(message);
+    format!(r#"{{"error":{{"message":{message},"type":"{error_type}","param":null,"code":"{code}"}}}}"#)
+}
+
+/// A complete JSON response with Content-Length.
+pub fn json_response(
+    status: u16,
+    body: &str,
+    version: Version,
+    request_id: Option<&[u8]>,
+    close: bool,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    write::status_line(&mut out, version, status, b"");
+    write::header(&mut out, b"Content-Type", b"application/json");
+    write::header_u64(&mut out, b"Content-Length", body.len() as u64);
+    if let Some(id) = request_id {
+        write::header(&mut out, b"x-aigw-request-id", id);
+    }
+    match (close, version) {
+        (true, _) => write::header(&mut out, b"Connection", b"close"),
+        (false, Version::Http10) => write::header(&mut out, b"Connection", b"keep-alive"),
+        (false, Version::Http11) => {}
+    }
+    write::end_head(&mut out);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped_and_escaped() {
+        let e = GatewayError::NoSuchRoute { name: "a\"b".into() };
+        let v: serde_json::Value = serde_json::from_str(&e.body()).expect("json");
+        assert_eq!(v["error"]["code"], "unknown_route");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("a\"b")));
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::from(HeadError::TooManyHeaders).status(), 431);
+        assert_eq!(GatewayError::from(HeadError::UnsupportedExpect).status(), 417);
+        assert_eq!(GatewayError::UpstreamTimeout { provider: "p".into(), phase: "x" }.status(), 504);
+        assert_eq!(GatewayError::UpstreamTimeout { provider: "p".into(), phase: "x" }.error_type(), "api_error");
+    }
+}

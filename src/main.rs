@@ -1,0 +1,144 @@
+//! The `aigw` binary: parse the command line, load config, run.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use aigw::{
+    config::Config,
+    mock::{MockOptions, MockServer},
+    server::{self, shutdown},
+};
+use clap::{Parser, Subcommand};
+
+/// Self-hosted AI gateway: one binary between your applications and LLM
+/// providers. With no command, serves the embedded default config.
+#[derive(Parser)]
+#[command(name = "aigw", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default command).
+    Serve {
+        /// TOML config file; without it, the embedded default (mock provider
+        /// on /mock, openai and anthropic when their key variables are set).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print every error with its key path.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Run the built-in mock LLM upstream (OpenAI and Anthropic formats).
+    Mock {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Content chunks (= completion tokens) per response.
+        #[arg(long, default_value_t = 16)]
+        tokens: usize,
+        /// Milliseconds between stream chunks.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Milliseconds before the first token (or the JSON answer).
+        #[arg(long, default_value_t = 0)]
+        ttft_ms: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Mock { listen, tokens, delay_ms, ttft_ms, workers } => {
+            let opts = MockOptions {
+                tokens,
+                delay: Duration::from_millis(delay_ms),
+                ttft: Duration::from_millis(ttft_ms),
+            };
+            mock(listen, opts, workers.max(1))
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(p) => Config::load(p),
+        None => Config::embedded_default(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("aigw: invalid config {}:\n{errors}", path.map_or("(embedded)".into(), |p| p.display().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let running = match server::start(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("aigw: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = shutdown::on_signals(running.shutdown.clone()) {
+        eprintln!("aigw: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    log::info!(
+        "aigw listening on http://{} (admin http://{}), {} workers",
+        running.addr,
+        running.admin_addr,
+        running.workers
+    );
+    running.wait();
+    log::info!("aigw stopped");
+    ExitCode::SUCCESS
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!("{}: ok ({} providers)", file.display(), c.providers.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                if e.path.is_empty() {
+                    println!("{}: {}", file.display(), e.message);
+                } else {
+                    println!("{}: {}: {}", file.display(), e.path, e.message);
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mock(listen: SocketAddr, opts: MockOptions, workers: usize) -> ExitCode {
+    let server = match MockServer::start(listen, opts, workers, true) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aigw mock: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(shutdown::Shutdown::new());
+    if let Err(e) = shutdown::on_signals(stop.clone()) {
+        eprintln!("aigw mock: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    log::info!("aigw mock listening on http://{} ({} tokens, {:?} apart)", server.addr, opts.tokens, opts.delay);
+    while !stop.sleep(Duration::from_secs(3600)) {}
+    server.stop();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,272 @@
+//! The built-in mock LLM upstream (`aigw mock`, and the embedded `mock`
+//! provider). It speaks just enough of the providers' wire formats for
+//! tests, benchmarks and demos to exercise the gateway for real:
+//!
+//! - `POST …/chat/completions`: OpenAI chat completions, JSON with usage, or
+//!   SSE `chat.completion.chunk` events (a usage chunk when
+//!   `stream_options.include_usage` is true) then `data: [DONE]`.
+//! - `POST …/messages`: Anthropic Messages, JSON, or SSE `message_start` …
+//!   `message_stop` with usage.
+//! - `POST …/embeddings`, `GET …/models`: small OpenAI-shaped answers.
+//! - `… /echo`: the request as the mock received it, as JSON (tests check
+//!   what the gateway forwarded).
+//!
+//! Every completion has exactly `tokens` content chunks and reports exactly
+//! `tokens` completion/output tokens; prompt tokens are `max(1, body/4)`.
+//! Per-request overrides: `x-mock-tokens`, `x-mock-delay-ms`,
+//! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error).
+
+mod anthropic;
+mod openai;
+
+use std::{
+    net::SocketAddr,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::BytesMut;
+
+use crate::{
+    config::{Limits, ServerTimeouts},
+    error::{GatewayError, json_error, json_response},
+    http::{Version, write},
+    server::{
+        self,
+        conn::{ClientIo, Handler, Outcome, Request},
+        runtime::Threads,
+        shutdown::Shutdown,
+    },
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct MockOptions {
+    /// Content chunks (= completion tokens) per response.
+    pub tokens: usize,
+    /// Pause between content chunks of a stream.
+    pub delay: Duration,
+    /// Pause before the first content (streams) or the answer (JSON).
+    pub ttft: Duration,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self { tokens: 16, delay: Duration::ZERO, ttft: Duration::ZERO }
+    }
+}
+
+/// Counters tests read to check what reached the upstream.
+#[derive(Debug, Default)]
+pub struct MockStats {
+    pub requests: AtomicU64,
+    pub streams_active: AtomicI64,
+    /// Streams whose client (the gateway) went away before the end.
+    pub streams_aborted: AtomicU64,
+    pub streams_completed: AtomicU64,
+}
+
+pub struct MockCtx {
+    pub opts: MockOptions,
+    pub stats: Arc<MockStats>,
+}
+
+/// A running mock server.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<MockStats>,
+    shutdown: Arc<Shutdown>,
+    threads: Option<Threads>,
+}
+
+impl MockServer {
+    pub fn start(listen: SocketAddr, opts: MockOptions, workers: usize, pin: bool) -> std::io::Result<MockServer> {
+        let stats = Arc::new(MockStats::default());
+        let shutdown = Arc::new(Shutdown::new());
+        let limits = Limits { max_head_bytes: 64 * 1024, max_headers: 128, max_body_bytes: 64 << 20 };
+        let timeouts = ServerTimeouts {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
+            keepalive: Duration::from_secs(300),
+            shutdown_grace: Duration::from_millis(200),
+        };
+        let s = stats.clone();
+        let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone() }));
+        let service = server::Service { name: "aigw-mock", limits, timeouts, shutdown: shutdown.clone() };
+        let (addr, threads) = server::spawn_service(&service, listen, workers, pin, Arc::new(make))?;
+        Ok(MockServer { addr, stats, shutdown, threads: Some(threads) })
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and waits for the worker threads.
+    pub fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(t) = self.threads.take() {
+            t.join();
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// Per-request settings: the server's, overridden by `x-mock-*` headers.
+struct Plan {
+    tokens: usize,
+    delay: Duration,
+    ttft: Duration,
+}
+
+fn header_num(req: &Request, name: &str) -> Option<u64> {
+    req.head.header(name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.trim().parse().ok())
+}
+
+pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
+    m.stats.requests.fetch_add(1, Ordering::SeqCst);
+    let plan = Plan {
+        tokens: header_num(&req, "x-mock-tokens").map_or(m.opts.tokens, |n| n.min(1_000_000) as usize),
+        delay: header_num(&req, "x-mock-delay-ms").map_or(m.opts.delay, Duration::from_millis),
+        ttft: header_num(&req, "x-mock-ttft-ms").map_or(m.opts.ttft, Duration::from_millis),
+    };
+    let version = req.head.version();
+    if let Some(status) = header_num(&req, "x-mock-status").filter(|s| (200..=599).contains(s)) {
+        let body = json_error("mock error requested with x-mock-status", "api_error", "mock_error");
+        return send(io, json_response(status as u16, &body, version, None, !keep_alive), keep_alive).await;
+    }
+    let target = req.head.target();
+    let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
+    let method = req.head.method();
+    if path.ends_with(b"/echo") {
+        return send(io, echo(&req, keep_alive), keep_alive).await;
+    }
+    match (method, path) {
+        (b"POST", p) if p.ends_with(b"/chat/completions") => openai::chat(m, &req, &plan, io, keep_alive).await,
+        (b"POST", p) if p.ends_with(b"/messages") => anthropic::messages(m, &req, &plan, io, keep_alive).await,
+        (b"POST", p) if p.ends_with(b"/embeddings") => {
+            let body = openai::embeddings(&req);
+            send(io, json_response(200, &body, version, None, !keep_alive), keep_alive).await
+        }
+        (b"GET", p) if p.ends_with(b"/models") => {
+            let body = r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"aigw-mock"}]}"#;
+            send(io, json_response(200, body, version, None, !keep_alive), keep_alive).await
+        }
+        _ => {
+            let body = json_error("the mock has no such endpoint", "invalid_request_error", "not_found");
+            send(io, json_response(404, &body, version, None, !keep_alive), keep_alive).await
+        }
+    }
+}
+
+async fn send(io: &mut ClientIo, response: BytesMut, keep_alive: bool) -> Result<Outcome, GatewayError> {
+    if io.send(response).await && keep_alive { Ok(Outcome::Reusable) } else { Ok(Outcome::Close) }
+}
+
+/// Parses the JSON body, or answers 400 the way OpenAI does.
+fn parse_body(req: &Request) -> Result<serde_json::Value, BytesMut> {
+    serde_json::from_slice(&req.body).map_err(|e| {
+        let body = json_error(&format!("invalid JSON body: {e}"), "invalid_request_error", "invalid_json");
+        json_response(400, &body, req.head.version(), None, false)
+    })
+}
+
+fn prompt_tokens(req: &Request) -> usize {
+    (req.body.len() / 4).max(1)
+}
+
+fn echo(req: &Request, keep_alive: bool) -> BytesMut {
+    let headers: Vec<(String, String)> = req
+        .head
+        .headers()
+        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let body = serde_json::json!({
+        "method": String::from_utf8_lossy(req.head.method()),
+        "target": String::from_utf8_lossy(req.head.target()),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&req.body),
+    })
+    .to_string();
+    json_response(200, &body, req.head.version(), None, !keep_alive)
+}
+
+/// Writes a streaming response: head, then each event as one chunk.
+struct EventStream<'a> {
+    io: &'a mut ClientIo,
+    stats: &'a MockStats,
+    chunked: bool,
+}
+
+impl<'a> EventStream<'a> {
+    async fn start(io: &'a mut ClientIo, stats: &'a MockStats, version: Version, keep_alive: bool) -> Option<Self> {
+        let chunked = version == Version::Http11;
+        let mut head = BytesMut::with_capacity(256);
+        write::status_line(&mut head, version, 200, b"");
+        write::header(&mut head, b"Content-Type", b"text/event-stream");
+        write::header(&mut head, b"Cache-Control", b"no-cache");
+        if chunked {
+            write::header(&mut head, b"Transfer-Encoding", b"chunked");
+        }
+        if !keep_alive || !chunked {
+            write::header(&mut head, b"Connection", b"close");
+        }
+        write::end_head(&mut head);
+        stats.streams_active.fetch_add(1, Ordering::SeqCst);
+        let mut s = EventStream { io, stats, chunked };
+        if s.raw(head).await { Some(s) } else { None }
+    }
+
+    async fn raw(&mut self, data: BytesMut) -> bool {
+        let ok = self.io.send(data).await;
+        if !ok {
+            self.stats.streams_active.fetch_sub(1, Ordering::SeqCst);
+            self.stats.streams_aborted.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
+    }
+
+    /// Sends events (already `data: …\n\n`-framed) as one chunk.
+    async fn events(&mut self, text: &str) -> bool {
+        let mut out = BytesMut::with_capacity(text.len() + 16);
+        if self.chunked { write::chunk(&mut out, text.as_bytes()) } else { out.extend_from_slice(text.as_bytes()) }
+        self.raw(out).await
+    }
+
+    async fn finish(mut self, text: &str, keep_alive: bool) -> Outcome {
+        let mut out = BytesMut::with_capacity(text.len() + 16);
+        if self.chunked {
+            write::chunk(&mut out, text.as_bytes());
+            out.extend_from_slice(write::LAST_CHUNK);
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+        if !self.raw(out).await {
+            return Outcome::Close;
+        }
+        self.stats.streams_active.fetch_sub(1, Ordering::SeqCst);
+        self.stats.streams_completed.fetch_add(1, Ordering::SeqCst);
+        if keep_alive && self.chunked { Outcome::Reusable } else { Outcome::Close }
+    }
+}
+
+/// Words that are one token each in the common OpenAI tokenizers, so the
+/// gateway's token estimates can be checked against the mock's counts.
+const WORDS: [&str; 10] = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."];
+
+fn word(i: usize) -> &'static str {
+    WORDS[i % WORDS.len()]
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        monoio::time::sleep(d).await;
+    }
+}

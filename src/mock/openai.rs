@@ -1,0 +1,85 @@
+//! OpenAI chat completions and embeddings, as the mock answers them.
+
+use std::{fmt::Write as _, sync::atomic::Ordering};
+
+use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, send, word};
+use crate::{
+    error::{GatewayError, json_response},
+    server::conn::{ClientIo, Outcome, Request},
+};
+
+pub async fn chat(
+    m: &MockCtx,
+    req: &Request,
+    plan: &Plan,
+    io: &mut ClientIo,
+    keep_alive: bool,
+) -> Result<Outcome, GatewayError> {
+    let body = match parse_body(req) {
+        Ok(v) => v,
+        Err(resp) => return send(io, resp, false).await,
+    };
+    let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-model")).to_string();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let id = format!("chatcmpl-mock-{}", m.stats.requests.load(Ordering::Relaxed));
+    let prompt = prompt_tokens(req);
+    let n = plan.tokens;
+    let usage = format!(
+        r#"{{"prompt_tokens":{prompt},"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#,
+        prompt + n
+    );
+    if !stream {
+        pause(plan.ttft).await;
+        let content: String = (0..n).map(word).collect();
+        let content = serde_json::Value::from(content);
+        let json = format!(
+            r#"{{"id":"{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{usage},"system_fingerprint":null}}"#
+        );
+        return send(io, json_response(200, &json, req.head.version(), None, !keep_alive), keep_alive).await;
+    }
+
+    let Some(mut s) = EventStream::start(io, &m.stats, req.head.version(), keep_alive).await else {
+        return Ok(Outcome::Close);
+    };
+    let usage_null = if include_usage { r#","usage":null"# } else { "" };
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{usage_null}}}\n\n"
+        )
+    };
+    pause(plan.ttft).await;
+    let mut first = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");
+    for i in 0..n {
+        let delta = format!(r#"{{"content":{}}}"#, serde_json::Value::from(word(i)));
+        let event = chunk(&delta, "null");
+        if i == 0 {
+            first.push_str(&event);
+            if !s.events(&first).await {
+                return Ok(Outcome::Close);
+            }
+        } else {
+            pause(plan.delay).await;
+            if !s.events(&event).await {
+                return Ok(Outcome::Close);
+            }
+        }
+    }
+    let mut tail = if n == 0 { first } else { String::new() };
+    tail.push_str(&chunk("{}", "\"stop\""));
+    if include_usage {
+        let _ = write!(
+            tail,
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[],\"usage\":{usage}}}\n\n"
+        );
+    }
+    tail.push_str("data: [DONE]\n\n");
+    Ok(s.finish(&tail, keep_alive).await)
+}
+
+pub fn embeddings(req: &Request) -> String {
+    let prompt = prompt_tokens(req);
+    format!(
+        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.0023,-0.0093,0.0157,-0.0041]}}],"model":"mock-embedding","usage":{{"prompt_tokens":{prompt},"total_tokens":{prompt}}}}}"#
+    )
+}

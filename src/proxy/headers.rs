@@ -1,0 +1,150 @@
+//! Head rewriting, both directions. Only heads are rebuilt; bodies pass as
+//! they are.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::{
+    config::ProviderKind,
+    http::{Version, is_hop_by_hop, list_tokens, response::ParsedResponse, write},
+    server::conn::{Request, RequestId},
+    upstream::{CREDENTIAL_HEADERS, Upstream, exchange::Outgoing},
+};
+
+/// Bodies up to this size go in the same write as the head.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// Names listed in a Connection header are hop-by-hop for this message.
+fn connection_listed<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
+    headers
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| list_tokens(v))
+        .collect()
+}
+
+fn listed(names: &[&[u8]], name: &[u8]) -> bool {
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The request as the upstream gets it: same method, path under the
+/// provider's base path, the client's end-to-end headers minus credentials
+/// (unless passthrough), plus Host, X-Forwarded-For, the provider's own
+/// headers and an exact Content-Length.
+pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8]) -> Outgoing {
+    let head = &req.head;
+    let method = head.method();
+    let body = &req.body;
+    let mut out = BytesMut::with_capacity(512 + up.injected.len() + body.len().min(COALESCE_BODY));
+    out.put_slice(method);
+    out.put_u8(b' ');
+    out.put_slice(up.url.path_prefix.as_bytes());
+    if rest.is_empty() || rest[0] == b'?' {
+        out.put_u8(b'/');
+    }
+    out.put_slice(rest);
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    out.put_slice(up.url.host_header.as_bytes());
+    out.put_slice(b"\r\n");
+
+    let dropped = connection_listed(head.headers());
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut has_anthropic_version = false;
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for = Some(value);
+            continue;
+        }
+        let skip = is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-aigw-")
+            || (!up.passthrough_auth && CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)))
+            || up.injected_names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || listed(&dropped, name);
+        if skip {
+            continue;
+        }
+        has_anthropic_version |= name.eq_ignore_ascii_case(b"anthropic-version");
+        write::header(&mut out, name, value);
+    }
+    out.put_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = forwarded_for {
+        out.put_slice(prev);
+        out.put_slice(b", ");
+    }
+    let _ = write!(out, "{}", req.peer.ip());
+    out.put_slice(b"\r\n");
+    out.put_slice(&up.injected);
+    if let (ProviderKind::Anthropic, false, Some(v)) = (up.kind, has_anthropic_version, &up.default_anthropic_version)
+    {
+        write::header(&mut out, b"anthropic-version", v);
+    }
+    if !body.is_empty() || matches!(method, b"POST" | b"PUT" | b"PATCH") {
+        write::header_u64(&mut out, b"Content-Length", body.len() as u64);
+    }
+    write::end_head(&mut out);
+    let body = if body.len() <= COALESCE_BODY {
+        out.put_slice(body);
+        None
+    } else {
+        Some(body.clone())
+    };
+    Outgoing {
+        head: out,
+        body,
+        idempotent: matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"),
+        head_request: method == b"HEAD",
+    }
+}
+
+/// How the response body reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body (HEAD, 204, 304): the upstream's Content-Length, if any, is
+    /// passed on untouched.
+    Empty,
+    Length(u64),
+    /// Re-framed as chunks as the bytes arrive.
+    Chunked,
+    /// HTTP/1.0 client and no length: the body ends when we close.
+    UntilClose,
+}
+
+/// The response head as the client gets it.
+pub fn client_response_head(
+    raw: &[u8],
+    resp: &ParsedResponse,
+    framing: ClientFraming,
+    client_version: Version,
+    keep_alive: bool,
+    id: RequestId,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(raw.len() + 128);
+    write::status_line(&mut out, Version::Http11, resp.status, &raw[resp.reason.clone()]);
+    let all = || resp.headers.iter().map(|h| (&raw[h.name.clone()], &raw[h.value.clone()]));
+    let dropped = connection_listed(all());
+    for (name, value) in all() {
+        let skip = is_hop_by_hop(name)
+            || (framing != ClientFraming::Empty && name.eq_ignore_ascii_case(b"content-length"))
+            || name.eq_ignore_ascii_case(b"x-aigw-request-id")
+            || listed(&dropped, name);
+        if !skip {
+            write::header(&mut out, name, value);
+        }
+    }
+    match framing {
+        ClientFraming::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
+        ClientFraming::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
+        ClientFraming::Empty | ClientFraming::UntilClose => {}
+    }
+    write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
+    if !keep_alive {
+        write::header(&mut out, b"Connection", b"close");
+    } else if client_version == Version::Http10 {
+        write::header(&mut out, b"Connection", b"keep-alive");
+    }
+    write::end_head(&mut out);
+    out
+}

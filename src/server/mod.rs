@@ -1,0 +1,174 @@
+//! Starting and stopping the gateway: worker threads for the data listener,
+//! one thread for the admin listener, the embedded mock, the resolver.
+
+pub mod conn;
+pub mod listener;
+pub mod runtime;
+pub mod shutdown;
+
+use std::{fmt, io, net::SocketAddr, rc::Rc, sync::Arc};
+
+use conn::Handler;
+use listener::ServerCtx;
+use runtime::{Driver, Threads};
+use shutdown::Shutdown;
+
+use crate::{
+    admin::AdminCtx,
+    config::{Config, Limits, ServerTimeouts, UpstreamUrl},
+    mock::{MockOptions, MockServer},
+    proxy,
+    upstream::{Upstream, resolve},
+};
+
+/// A listener's settings shared by all its workers.
+pub struct Service {
+    pub name: &'static str,
+    pub limits: Limits,
+    pub timeouts: ServerTimeouts,
+    pub shutdown: Arc<Shutdown>,
+}
+
+pub type MakeHandler = Arc<dyn Fn(usize) -> Handler + Send + Sync>;
+
+/// Binds `workers` SO_REUSEPORT listeners on `addr` and starts one runtime
+/// thread per listener. Returns the bound address (port 0 resolved).
+pub fn spawn_service(
+    svc: &Service,
+    addr: SocketAddr,
+    workers: usize,
+    pin: bool,
+    make: MakeHandler,
+) -> io::Result<(SocketAddr, Threads)> {
+    let listeners = runtime::bind_reuseport(addr, workers)?;
+    let bound = listeners.first().map_or(Ok(addr), std::net::TcpListener::local_addr)?;
+    let cores = runtime::worker_cores(listeners.len(), pin);
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (i, (std_listener, core)) in listeners.into_iter().zip(cores).enumerate() {
+        let make = make.clone();
+        let (name, limits, timeouts, shutdown) = (svc.name, svc.limits, svc.timeouts, svc.shutdown.clone());
+        let thread_name = format!("{name}-{i}");
+        handles.push(runtime::spawn_runtime(thread_name, core, move |driver: Driver| async move {
+            match core {
+                Some(c) => log::info!("{name} worker {i}: {} driver, pinned to core {}", driver.as_str(), c.id),
+                None => log::info!("{name} worker {i}: {} driver, not pinned", driver.as_str()),
+            }
+            let listener = match monoio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("{name} worker {i}: cannot register its listener: {e}");
+                    return;
+                }
+            };
+            let ctx = Rc::new(ServerCtx::new(i, limits, timeouts, shutdown));
+            listener::serve(ctx, listener, make(i)).await;
+        })?);
+    }
+    Ok((bound, Threads { handles }))
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    Provider(String),
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { what, addr, source } => write!(f, "cannot listen on {addr} ({what}): {source}"),
+            StartError::Provider(e) => write!(f, "{e}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub workers: usize,
+    /// Triggered by SIGTERM/SIGINT (see `shutdown::on_signals`) or by hand.
+    pub shutdown: Arc<Shutdown>,
+    admin_shutdown: Arc<Shutdown>,
+    data: Threads,
+    admin: Threads,
+    /// The embedded mock provider(s), stopped after the workers drained.
+    mocks: Vec<MockServer>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Running {
+    /// Waits for shutdown: workers drain within the grace period, then the
+    /// admin listener and the embedded mocks stop.
+    pub fn wait(self) {
+        self.data.join();
+        self.admin_shutdown.trigger();
+        self.admin.join();
+        for m in self.mocks {
+            m.stop();
+        }
+    }
+
+    /// Triggers shutdown and waits for it.
+    pub fn stop(self) {
+        self.shutdown.trigger();
+        self.wait();
+    }
+}
+
+pub fn start(config: &Config) -> Result<Running, StartError> {
+    let shutdown = Arc::new(Shutdown::new());
+    let mut mocks = Vec::new();
+    let mut upstreams = Vec::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let url = match &p.base_url {
+            Some(u) => u.clone(),
+            None => {
+                let local = SocketAddr::from(([127, 0, 0, 1], 0));
+                let m = MockServer::start(local, MockOptions::default(), 1, false).map_err(StartError::Io)?;
+                let url = UpstreamUrl::parse(&format!("http://{}", m.addr)).map_err(StartError::Provider)?;
+                log::info!("provider {}: built-in mock on {}", p.name, m.addr);
+                mocks.push(m);
+                url
+            }
+        };
+        let up = Upstream::new(i, p, url).map_err(StartError::Provider)?;
+        match &up.unavailable {
+            Some(why) => log::warn!("provider {} ({}) is unavailable: {why}", p.name, p.kind.as_str()),
+            None => log::info!("provider {} ({}) → {}", p.name, p.kind.as_str(), up.url),
+        }
+        upstreams.push(Arc::new(up));
+    }
+    resolve::spawn(upstreams.clone(), shutdown.clone()).map_err(StartError::Io)?;
+
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone()));
+    let workers = config.server.workers.resolve();
+    let data_svc = Service {
+        name: "aigw",
+        limits: config.server.limits,
+        timeouts: config.server.timeouts,
+        shutdown: shutdown.clone(),
+    };
+    let make: MakeHandler = Arc::new(move |_| Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone()))));
+    let (addr, data) = spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers, make)
+        .map_err(|source| StartError::Bind { what: "data", addr: config.server.listen, source })?;
+
+    // The admin listener outlives the drain so /readyz can say "draining".
+    let admin_shutdown = Arc::new(Shutdown::new());
+    let admin_svc = Service {
+        name: "aigw-admin",
+        limits: config.server.limits,
+        timeouts: config.server.timeouts,
+        shutdown: admin_shutdown.clone(),
+    };
+    let ready = shutdown.clone();
+    let make: MakeHandler = Arc::new(move |_| Handler::Admin(Rc::new(AdminCtx { shutdown: ready.clone() })));
+    let (admin_addr, admin) = spawn_service(&admin_svc, config.server.admin_listen, 1, false, make)
+        .map_err(|source| StartError::Bind { what: "admin", addr: config.server.admin_listen, source })?;
+
+    Ok(Running { addr, admin_addr, workers, shutdown, admin_shutdown, data, admin, mocks, upstreams })
+}

@@ -1,0 +1,111 @@
+//! Worker threads: one monoio runtime per thread, pinned to a core, each
+//! with its own `SO_REUSEPORT` listener so the kernel spreads connections
+//! and no worker ever hands work to another.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    thread::JoinHandle,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Which io driver a runtime ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    /// io_uring when the kernel offers every op monoio needs, else epoll.
+    /// `AIGW_DRIVER=epoll` forces the fallback (tests run both).
+    pub fn detect() -> Driver {
+        let forced_epoll = std::env::var("AIGW_DRIVER").is_ok_and(|v| v == "epoll" || v == "legacy");
+        if !forced_epoll && monoio::utils::detect_uring() { Driver::IoUring } else { Driver::Epoll }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Binds `n` listeners on one address with `SO_REUSEPORT`. Port 0 is
+/// resolved by the first bind, and the rest join that port.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Starts one thread running a monoio runtime; `pin` chooses its core.
+pub fn spawn_runtime<F, Fut>(name: String, pin: Option<core_affinity::CoreId>, f: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce(Driver) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        if let Some(core) = pin {
+            if !core_affinity::set_for_current(core) {
+                log::warn!("{name}: could not pin to core {}", core.id);
+            }
+        }
+        let driver = Driver::detect();
+        let result = match driver {
+            Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+                .map(|mut rt| rt.block_on(f(driver))),
+            Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .map(|mut rt| rt.block_on(f(driver))),
+        };
+        if let Err(e) = result {
+            log::error!("{name}: cannot build the {} runtime: {e}", driver.as_str());
+        }
+    })
+}
+
+/// Cores to pin `n` workers to, round-robin over the cores this process may
+/// use (so `taskset` narrows them). Empty when pinning is off.
+pub fn worker_cores(n: usize, pin: bool) -> Vec<Option<core_affinity::CoreId>> {
+    let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    (0..n).map(|i| if cores.is_empty() { None } else { Some(cores[i % cores.len()]) }).collect()
+}
+
+/// A set of started threads that stop together.
+pub struct Threads {
+    pub handles: Vec<JoinHandle<()>>,
+}
+
+impl Threads {
+    pub fn join(self) {
+        for h in self.handles {
+            if h.join().is_err() {
+                log::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// Shared by everything started with one `Shutdown`.
+pub type ShutdownHandle = Arc<super::shutdown::Shutdown>;

@@ -1,0 +1,48 @@
+//! Per-worker keep-alive pools, one stack per provider. Worker-local, so no
+//! lock: a connection is only ever used by the thread that opened it.
+
+use std::time::Instant;
+
+use super::io::Connection;
+use crate::config::PoolConfig;
+
+pub struct Pool {
+    /// Indexed by provider index. LIFO: the most recently used connection is
+    /// the least likely to have been closed by the upstream.
+    idle: Vec<Vec<Connection>>,
+    config: Vec<PoolConfig>,
+}
+
+impl Pool {
+    pub fn new(config: Vec<PoolConfig>) -> Self {
+        Self { idle: config.iter().map(|_| Vec::new()).collect(), config }
+    }
+
+    /// A pooled connection younger than the idle timeout that still looks
+    /// open, if any.
+    pub fn take(&mut self, provider: usize) -> Option<Connection> {
+        let timeout = self.config.get(provider)?.idle_timeout;
+        let stack = self.idle.get_mut(provider)?;
+        while let Some(mut conn) = stack.pop() {
+            if conn.idle_since.elapsed() < timeout && conn.looks_alive() {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn put(&mut self, provider: usize, mut conn: Connection) {
+        let (Some(stack), Some(config)) = (self.idle.get_mut(provider), self.config.get(provider)) else {
+            return;
+        };
+        if stack.len() < config.max_idle {
+            conn.idle_since = Instant::now();
+            stack.push(conn);
+        }
+    }
+
+    pub fn idle_count(&self, provider: usize) -> usize {
+        self.idle.get(provider).map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,24 @@
+//! Small async helpers shared by the I/O loops.
+
+use std::{future::Future, pin::Pin, task::Poll};
+
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures, left first; resolves with whichever finishes first.
+/// Neither is dropped here, so a pinned long-lived future can be raced
+/// again in the next round (the client-disconnect watch relies on this).
+pub async fn race<A: Future, B: Future>(mut a: Pin<&mut A>, mut b: Pin<&mut B>) -> Either<A::Output, B::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(v));
+        }
+        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(v));
+        }
+        Poll::Pending
+    })
+    .await
+}
