@@ -15,24 +15,45 @@ pub enum GatewayError {
     /// Syntax or framing the gateway refuses (RFC 9112); the connection closes.
     BadRequest(&'static str),
     HeadTooLarge,
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     ExpectationFailed,
     /// The client was too slow to send its head or body.
     RequestTimeout,
-    NoSuchRoute { name: String },
+    NoSuchRoute {
+        name: String,
+    },
 
     // === configuration / gateway state ===
-    ProviderUnavailable { provider: String, reason: String },
+    ProviderUnavailable {
+        provider: String,
+        reason: String,
+    },
     ShuttingDown,
 
     // === the upstream's doing ===
-    UpstreamConnect { provider: String, detail: String },
-    UpstreamTls { provider: String, detail: String },
+    UpstreamConnect {
+        provider: String,
+        detail: String,
+    },
+    UpstreamTls {
+        provider: String,
+        detail: String,
+    },
     /// The upstream answered with something that is not valid HTTP.
-    UpstreamProtocol { provider: String, detail: &'static str },
+    UpstreamProtocol {
+        provider: String,
+        detail: &'static str,
+    },
     /// The upstream closed or reset before a complete response head.
-    UpstreamClosed { provider: String },
-    UpstreamTimeout { provider: String, phase: &'static str },
+    UpstreamClosed {
+        provider: String,
+    },
+    UpstreamTimeout {
+        provider: String,
+        phase: &'static str,
+    },
 }
 
 impl GatewayError {
@@ -161,13 +182,7 @@ pub fn json_error(message: &str, error_type: &str, code: &str) -> String {
 }
 
 /// A complete JSON response with Content-Length.
-pub fn json_response(
-    status: u16,
-    body: &str,
-    version: Version,
-    request_id: Option<&[u8]>,
-    close: bool,
-) -> BytesMut {
+pub fn json_response(status: u16, body: &str, version: Version, request_id: Option<&[u8]>, close: bool) -> BytesMut {
     let mut out = BytesMut::with_capacity(256 + body.len());
     write::status_line(&mut out, version, status, b"");
     write::header(&mut out, b"Content-Type", b"application/json");

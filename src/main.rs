@@ -61,11 +61,8 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Mock { listen, tokens, delay_ms, ttft_ms, workers } => {
-            let opts = MockOptions {
-                tokens,
-                delay: Duration::from_millis(delay_ms),
-                ttft: Duration::from_millis(ttft_ms),
-            };
+            let opts =
+                MockOptions { tokens, delay: Duration::from_millis(delay_ms), ttft: Duration::from_millis(ttft_ms) };
             mock(listen, opts, workers.max(1))
         }
     }
@@ -79,7 +76,10 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     let config = match config {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("aigw: invalid config {}:\n{errors}", path.map_or("(embedded)".into(), |p| p.display().to_string()));
+            eprintln!(
+                "aigw: invalid config {}:\n{errors}",
+                path.map_or("(embedded)".into(), |p| p.display().to_string())
+            );
             return ExitCode::from(2);
         }
     };

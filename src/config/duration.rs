@@ -15,9 +15,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if digits.is_empty() {
         return Err(format!("`{text}` does not start with a number"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}`: number out of range"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}`: number out of range"))?;
     let ms_per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -25,9 +23,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m or h)")),
     };
-    n.checked_mul(ms_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}`: duration out of range"))
+    n.checked_mul(ms_per_unit).map(Duration::from_millis).ok_or_else(|| format!("`{text}`: duration out of range"))
 }
 
 /// serde adapter: `#[serde(deserialize_with = "duration::de")]`.

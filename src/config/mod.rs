@@ -8,7 +8,7 @@ pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use raw::{RawKind, RawProvider, RawServer, RawWorkers};
+use raw::{RawIoDriver, RawKind, RawProvider, RawServer, RawWorkers};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -27,6 +27,7 @@ pub struct Server {
     pub admin_listen: SocketAddr,
     pub workers: Workers,
     pub pin_workers: bool,
+    pub io_driver: IoDriver,
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
 }
@@ -45,6 +46,15 @@ impl Workers {
             Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
+}
+
+/// Which monoio driver the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring when the kernel offers every op monoio needs, else epoll.
+    Auto,
+    IoUring,
+    Epoll,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,17 +198,13 @@ impl Config {
                     }
                     _ => errors.push("providers", "must be a table of [providers.NAME] sections"),
                 },
-                k if FUTURE_SECTIONS.contains(&k) => {
-                    errors.push(k, "not supported by this version of aigw")
-                }
+                k if FUTURE_SECTIONS.contains(&k) => errors.push(k, "not supported by this version of aigw"),
                 k => errors.push(k, "unknown section"),
             }
         }
         let server = validate_server(&mut errors, server.unwrap_or_default());
-        let providers: Vec<Provider> = providers
-            .into_iter()
-            .filter_map(|(name, raw)| validate_provider(&mut errors, name, raw))
-            .collect();
+        let providers: Vec<Provider> =
+            providers.into_iter().filter_map(|(name, raw)| validate_provider(&mut errors, name, raw)).collect();
         if providers.is_empty() && errors.0.is_empty() {
             errors.push("providers", "at least one [providers.NAME] section is required");
         }
@@ -214,11 +220,7 @@ impl Config {
 }
 
 /// Deserializes one section, recording the error with its full key path.
-fn section<T: serde::de::DeserializeOwned>(
-    errors: &mut Errors,
-    prefix: &str,
-    value: toml::Value,
-) -> Option<T> {
+fn section<T: serde::de::DeserializeOwned>(errors: &mut Errors, prefix: &str, value: toml::Value) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -265,10 +267,7 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
         errors.push("server.max_head_bytes", "must be between 1024 and 1048576");
     }
     if !(8..=crate::http::MAX_HEADERS_CAP).contains(&limits.max_headers) {
-        errors.push(
-            "server.max_headers",
-            format!("must be between 8 and {}", crate::http::MAX_HEADERS_CAP),
-        );
+        errors.push("server.max_headers", format!("must be between 8 and {}", crate::http::MAX_HEADERS_CAP));
     }
     if limits.max_body_bytes == 0 {
         errors.push("server.max_body_bytes", "must be at least 1");
@@ -293,6 +292,11 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
         admin_listen,
         workers,
         pin_workers: raw.pin_workers.unwrap_or(true),
+        io_driver: match raw.io_driver {
+            None | Some(RawIoDriver::Auto) => IoDriver::Auto,
+            Some(RawIoDriver::IoUring) => IoDriver::IoUring,
+            Some(RawIoDriver::Epoll) => IoDriver::Epoll,
+        },
         limits,
         timeouts,
     };
@@ -305,9 +309,7 @@ const RESERVED_NAMES: &[&str] = &["v1", "admin", "healthz", "readyz", "metrics"]
 fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Option<Provider> {
     let before = errors.0.len();
     let at = |key: &str| format!("providers.{name}.{key}");
-    if name.is_empty()
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
         errors.push(format!("providers.{name}"), "name may hold only letters, digits, '-', '_' and '.'");
     }
     if RESERVED_NAMES.contains(&name.as_str()) {

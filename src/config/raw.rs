@@ -14,6 +14,7 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     pub workers: Option<RawWorkers>,
     pub pin_workers: Option<bool>,
+    pub io_driver: Option<RawIoDriver>,
     pub max_head_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_body_bytes: Option<usize>,
@@ -33,6 +34,14 @@ pub struct RawServer {
 pub enum RawWorkers {
     Count(i64),
     Word(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawIoDriver {
+    Auto,
+    IoUring,
+    Epoll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -9,10 +9,7 @@ fn errors_of(toml: &str) -> Vec<String> {
 
 fn assert_rejects(toml: &str, path: &str) {
     let errors = errors_of(toml);
-    assert!(
-        errors.iter().any(|e| e.starts_with(&format!("{path}:"))),
-        "expected an error at {path}, got {errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.starts_with(&format!("{path}:"))), "expected an error at {path}, got {errors:?}");
 }
 
 const MOCK: &str = "[providers.m]\nkind = \"mock\"\n";
@@ -42,6 +39,7 @@ fn full_provider_parses() {
         r#"
         [server]
         workers = 3
+        io_driver = "epoll"
         shutdown_grace = "2s"
         [providers.vllm]
         kind = "openai"
@@ -55,6 +53,7 @@ fn full_provider_parses() {
     .expect("valid");
     let p = &c.providers[0];
     assert_eq!(c.server.workers.resolve(), 3);
+    assert_eq!(c.server.io_driver, IoDriver::Epoll);
     assert_eq!(c.server.timeouts.shutdown_grace, Duration::from_secs(2));
     assert_eq!(p.base_url.as_ref().map(|u| u.path_prefix.as_str()), Some("/v"));
     assert!(p.passthrough_auth);
@@ -75,7 +74,8 @@ fn each_rejection_names_its_key() {
     assert_rejects(&format!("[server]\nadmin_listen = \"1.2.3.4\"\n{MOCK}"), "server.admin_listen");
     assert_rejects(&format!("[server]\nworkers = 0\n{MOCK}"), "server.workers");
     assert_rejects(&format!("[server]\nworkers = \"many\"\n{MOCK}"), "server.workers");
-    assert_rejects(&format!("[server]\nbogus = 1\n{MOCK}"), "server");
+    assert_rejects(&format!("[server]\nbogus = 1\n{MOCK}"), "server.bogus");
+    assert_rejects(&format!("[server]\nio_driver = \"kqueue\"\n{MOCK}"), "server.io_driver");
     assert_rejects(&format!("[server]\nkeepalive_timeout = \"5\"\n{MOCK}"), "server.keepalive_timeout");
     assert_rejects(&format!("[server]\nheader_read_timeout = \"0s\"\n{MOCK}"), "server.header_read_timeout");
     assert_rejects(&format!("[server]\nmax_head_bytes = 10\n{MOCK}"), "server.max_head_bytes");
@@ -83,7 +83,7 @@ fn each_rejection_names_its_key() {
     assert_rejects(&format!("[server]\nmax_body_bytes = 0\n{MOCK}"), "server.max_body_bytes");
     assert_rejects("[providers.x]\nkind = \"cohere\"\n", "providers.x.kind");
     assert_rejects("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://h\"\n", "providers.x.base_url");
-    assert_rejects("[providers.x]\nkind = \"openai\"\nfoo = 1\n", "providers.x");
+    assert_rejects("[providers.x]\nkind = \"openai\"\nfoo = 1\n", "providers.x.foo");
     assert_rejects("[providers.x]\nkind = \"openai\"\napi_key_env = \"\"\n", "providers.x.api_key_env");
     assert_rejects("[providers.x]\nkind = \"openai\"\nheaders = { \"a b\" = \"1\" }\n", "providers.x.headers.a b");
     assert_rejects("[providers.x]\nkind = \"openai\"\nheaders = { \"Host\" = \"1\" }\n", "providers.x.headers.Host");

@@ -44,8 +44,7 @@ impl UpstreamUrl {
             Scheme::Http => 80,
             Scheme::Https => 443,
         };
-        let (host, port) = split_host_port(authority, default_port)
-            .map_err(|e| format!("`{text}`: {e}"))?;
+        let (host, port) = split_host_port(authority, default_port).map_err(|e| format!("`{text}`: {e}"))?;
         if host.is_empty() {
             return Err(format!("`{text}` has no host"));
         }
@@ -54,11 +53,7 @@ impl UpstreamUrl {
             return Err(format!("`{text}`: path has spaces or control characters"));
         }
         let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-        let host_header = if port == default_port {
-            bracketed
-        } else {
-            format!("{bracketed}:{port}")
-        };
+        let host_header = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
         Ok(Self { scheme, host, port, path_prefix, host_header })
     }
 
@@ -86,10 +81,7 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
-    p.parse::<u16>()
-        .ok()
-        .filter(|&n| n != 0)
-        .ok_or_else(|| format!("invalid port `{p}`"))
+    p.parse::<u16>().ok().filter(|&n| n != 0).ok_or_else(|| format!("invalid port `{p}`"))
 }
 
 impl fmt::Display for UpstreamUrl {

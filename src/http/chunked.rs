@@ -108,11 +108,7 @@ impl ChunkedDecoder {
 
     /// Decodes all of `input`, calling `on_data` for each data range.
     /// Returns bytes consumed (less than `input.len()` only when done).
-    pub fn decode_all(
-        &mut self,
-        input: &[u8],
-        mut on_data: impl FnMut(Range<usize>),
-    ) -> Result<usize, ChunkedError> {
+    pub fn decode_all(&mut self, input: &[u8], mut on_data: impl FnMut(Range<usize>)) -> Result<usize, ChunkedError> {
         let mut pos = 0;
         while pos < input.len() && !self.is_done() {
             let d = self.decode(&input[pos..])?;

@@ -1,8 +1,6 @@
 //! Anthropic Messages, as the mock answers them.
 
-use std::sync::atomic::Ordering;
-
-use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, send, word};
+use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, response_id, send, word};
 use crate::{
     error::{GatewayError, json_response},
     server::conn::{ClientIo, Outcome, Request},
@@ -21,7 +19,7 @@ pub async fn messages(
     };
     let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-model")).to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let id = format!("msg_mock_{}", m.stats.requests.load(Ordering::Relaxed));
+    let id = format!("msg_mock_{}", response_id(req));
     let input = prompt_tokens(req);
     let n = plan.tokens;
     if !stream {

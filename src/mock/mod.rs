@@ -32,7 +32,7 @@ use std::{
 use bytes::BytesMut;
 
 use crate::{
-    config::{Limits, ServerTimeouts},
+    config::{IoDriver, Limits, ServerTimeouts},
     error::{GatewayError, json_error, json_response},
     http::{Version, write},
     server::{
@@ -95,7 +95,8 @@ impl MockServer {
         };
         let s = stats.clone();
         let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone() }));
-        let service = server::Service { name: "aigw-mock", limits, timeouts, shutdown: shutdown.clone() };
+        let service =
+            server::Service { name: "aigw-mock", driver: IoDriver::Auto, limits, timeouts, shutdown: shutdown.clone() };
         let (addr, threads) = server::spawn_service(&service, listen, workers, pin, Arc::new(make))?;
         Ok(MockServer { addr, stats, shutdown, threads: Some(threads) })
     }
@@ -178,6 +179,13 @@ fn parse_body(req: &Request) -> Result<serde_json::Value, BytesMut> {
     })
 }
 
+/// Identical requests get identical answers (ids included), so a response
+/// through the gateway can be compared byte for byte with a direct one.
+fn response_id(req: &Request) -> String {
+    let hash = req.body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 fn prompt_tokens(req: &Request) -> usize {
     (req.body.len() / 4).max(1)
 }
@@ -236,7 +244,11 @@ impl<'a> EventStream<'a> {
     /// Sends events (already `data: …\n\n`-framed) as one chunk.
     async fn events(&mut self, text: &str) -> bool {
         let mut out = BytesMut::with_capacity(text.len() + 16);
-        if self.chunked { write::chunk(&mut out, text.as_bytes()) } else { out.extend_from_slice(text.as_bytes()) }
+        if self.chunked {
+            write::chunk(&mut out, text.as_bytes())
+        } else {
+            out.extend_from_slice(text.as_bytes())
+        }
         self.raw(out).await
     }
 

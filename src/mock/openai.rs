@@ -1,8 +1,8 @@
 //! OpenAI chat completions and embeddings, as the mock answers them.
 
-use std::{fmt::Write as _, sync::atomic::Ordering};
+use std::fmt::Write as _;
 
-use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, send, word};
+use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, response_id, send, word};
 use crate::{
     error::{GatewayError, json_response},
     server::conn::{ClientIo, Outcome, Request},
@@ -22,7 +22,7 @@ pub async fn chat(
     let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-model")).to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
-    let id = format!("chatcmpl-mock-{}", m.stats.requests.load(Ordering::Relaxed));
+    let id = format!("chatcmpl-mock-{}", response_id(req));
     let prompt = prompt_tokens(req);
     let n = plan.tokens;
     let usage = format!(

@@ -17,10 +17,7 @@ const COALESCE_BODY: usize = 16 * 1024;
 
 /// Names listed in a Connection header are hop-by-hop for this message.
 fn connection_listed<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| list_tokens(v))
-        .collect()
+    headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).flat_map(|(_, v)| list_tokens(v)).collect()
 }
 
 fn listed(names: &[&[u8]], name: &[u8]) -> bool {
@@ -77,8 +74,7 @@ pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8]) -> Outgoing {
     let _ = write!(out, "{}", req.peer.ip());
     out.put_slice(b"\r\n");
     out.put_slice(&up.injected);
-    if let (ProviderKind::Anthropic, false, Some(v)) = (up.kind, has_anthropic_version, &up.default_anthropic_version)
-    {
+    if let (ProviderKind::Anthropic, false, Some(v)) = (up.kind, has_anthropic_version, &up.default_anthropic_version) {
         write::header(&mut out, b"anthropic-version", v);
     }
     if !body.is_empty() || matches!(method, b"POST" | b"PUT" | b"PATCH") {

@@ -33,7 +33,9 @@ const COALESCE: usize = 64 * 1024;
 /// How a body relay ended.
 enum End {
     /// All of it was relayed; the upstream connection may be pooled.
-    Complete { reusable: bool },
+    Complete {
+        reusable: bool,
+    },
     /// The upstream failed or timed out mid-body; the client's response is
     /// cut short and its connection must close.
     UpstreamFailed,
@@ -63,7 +65,11 @@ pub async fn relay(
 
     let end = match head.framing {
         ResponseFraming::Empty => {
-            if io.send(out).await { End::Complete { reusable: conn.buf.is_empty() } } else { End::ClientGone }
+            if io.send(out).await {
+                End::Complete { reusable: conn.buf.is_empty() }
+            } else {
+                End::ClientGone
+            }
         }
         ResponseFraming::Length(n) => relay_length(io, &mut conn, out, n, deadline).await,
         ResponseFraming::Chunked | ResponseFraming::UntilClose => {
@@ -197,7 +203,10 @@ async fn relay_stream(
                     watching = false;
                     read.await
                 }
-                Either::Right(_) => break End::ClientGone,
+                Either::Right(_) => {
+                    watching = false;
+                    break End::ClientGone;
+                }
             }
         } else {
             read.await

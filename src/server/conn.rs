@@ -199,8 +199,7 @@ async fn read_head(
     conn_id: u64,
     fd: RawFd,
 ) -> Result<Option<RequestHead>, GatewayError> {
-    let limits =
-        HeadLimits { max_head_bytes: ctx.limits.max_head_bytes, max_headers: ctx.limits.max_headers };
+    let limits = HeadLimits { max_head_bytes: ctx.limits.max_head_bytes, max_headers: ctx.limits.max_headers };
     let mut deadline: Option<Instant> = None;
     loop {
         if !io.buf.is_empty() {

@@ -15,7 +15,7 @@ use shutdown::Shutdown;
 
 use crate::{
     admin::AdminCtx,
-    config::{Config, Limits, ServerTimeouts, UpstreamUrl},
+    config::{Config, IoDriver, Limits, ServerTimeouts, UpstreamUrl},
     mock::{MockOptions, MockServer},
     proxy,
     upstream::{Upstream, resolve},
@@ -24,6 +24,7 @@ use crate::{
 /// A listener's settings shared by all its workers.
 pub struct Service {
     pub name: &'static str,
+    pub driver: IoDriver,
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
     pub shutdown: Arc<Shutdown>,
@@ -40,6 +41,7 @@ pub fn spawn_service(
     pin: bool,
     make: MakeHandler,
 ) -> io::Result<(SocketAddr, Threads)> {
+    let driver = Driver::choose(svc.driver)?;
     let listeners = runtime::bind_reuseport(addr, workers)?;
     let bound = listeners.first().map_or(Ok(addr), std::net::TcpListener::local_addr)?;
     let cores = runtime::worker_cores(listeners.len(), pin);
@@ -48,7 +50,7 @@ pub fn spawn_service(
         let make = make.clone();
         let (name, limits, timeouts, shutdown) = (svc.name, svc.limits, svc.timeouts, svc.shutdown.clone());
         let thread_name = format!("{name}-{i}");
-        handles.push(runtime::spawn_runtime(thread_name, core, move |driver: Driver| async move {
+        handles.push(runtime::spawn_runtime(thread_name, driver, core, move |driver: Driver| async move {
             match core {
                 Some(c) => log::info!("{name} worker {i}: {} driver, pinned to core {}", driver.as_str(), c.id),
                 None => log::info!("{name} worker {i}: {} driver, not pinned", driver.as_str()),
@@ -149,6 +151,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let workers = config.server.workers.resolve();
     let data_svc = Service {
         name: "aigw",
+        driver: config.server.io_driver,
         limits: config.server.limits,
         timeouts: config.server.timeouts,
         shutdown: shutdown.clone(),
@@ -161,14 +164,21 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let admin_shutdown = Arc::new(Shutdown::new());
     let admin_svc = Service {
         name: "aigw-admin",
+        driver: config.server.io_driver,
         limits: config.server.limits,
         timeouts: config.server.timeouts,
         shutdown: admin_shutdown.clone(),
     };
     let ready = shutdown.clone();
     let make: MakeHandler = Arc::new(move |_| Handler::Admin(Rc::new(AdminCtx { shutdown: ready.clone() })));
-    let (admin_addr, admin) = spawn_service(&admin_svc, config.server.admin_listen, 1, false, make)
-        .map_err(|source| StartError::Bind { what: "admin", addr: config.server.admin_listen, source })?;
+    let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
+        Ok(started) => started,
+        Err(source) => {
+            shutdown.trigger();
+            data.join();
+            return Err(StartError::Bind { what: "admin", addr: config.server.admin_listen, source });
+        }
+    };
 
     Ok(Running { addr, admin_addr, workers, shutdown, admin_shutdown, data, admin, mocks, upstreams })
 }

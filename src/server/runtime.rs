@@ -2,15 +2,11 @@
 //! with its own `SO_REUSEPORT` listener so the kernel spreads connections
 //! and no worker ever hands work to another.
 
-use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    sync::Arc,
-    thread::JoinHandle,
-};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, thread::JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::IoDriver;
 
 /// Which io driver a runtime ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,11 +16,19 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// io_uring when the kernel offers every op monoio needs, else epoll.
-    /// `AIGW_DRIVER=epoll` forces the fallback (tests run both).
-    pub fn detect() -> Driver {
-        let forced_epoll = std::env::var("AIGW_DRIVER").is_ok_and(|v| v == "epoll" || v == "legacy");
-        if !forced_epoll && monoio::utils::detect_uring() { Driver::IoUring } else { Driver::Epoll }
+    /// The driver for a configured choice. A forced io_uring on a kernel
+    /// without it is an error: the operator asked for it explicitly.
+    pub fn choose(choice: IoDriver) -> io::Result<Driver> {
+        let uring = monoio::utils::detect_uring();
+        match choice {
+            IoDriver::Auto if uring => Ok(Driver::IoUring),
+            IoDriver::Auto | IoDriver::Epoll => Ok(Driver::Epoll),
+            IoDriver::IoUring if uring => Ok(Driver::IoUring),
+            IoDriver::IoUring => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_driver = \"io_uring\" but this kernel does not offer io_uring (or blocks it)",
+            )),
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -56,7 +60,12 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
 }
 
 /// Starts one thread running a monoio runtime; `pin` chooses its core.
-pub fn spawn_runtime<F, Fut>(name: String, pin: Option<core_affinity::CoreId>, f: F) -> io::Result<JoinHandle<()>>
+pub fn spawn_runtime<F, Fut>(
+    name: String,
+    driver: Driver,
+    pin: Option<core_affinity::CoreId>,
+    f: F,
+) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce(Driver) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -67,7 +76,6 @@ where
                 log::warn!("{name}: could not pin to core {}", core.id);
             }
         }
-        let driver = Driver::detect();
         let result = match driver {
             Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                 .with_entries(1024)

@@ -113,10 +113,7 @@ mod tests {
         let s = Arc::new(Shutdown::new());
         let s2 = s.clone();
         let t = std::thread::spawn(move || {
-            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .expect("runtime");
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
             rt.block_on(async move { s2.wait().await });
         });
         std::thread::sleep(Duration::from_millis(50));

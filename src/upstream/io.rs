@@ -56,9 +56,7 @@ impl Connection {
         // SAFETY: `fd` is the open socket owned by `self.io`; recv writes at
         // most 1 byte into `byte`, which outlives the call.
         #[allow(unsafe_code)]
-        let n = unsafe {
-            libc::recv(self.fd, (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
+        let n = unsafe { libc::recv(self.fd, (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 }

@@ -81,10 +81,13 @@ impl Upstream {
         for (name, value) in &p.headers {
             add(name, value.as_bytes());
         }
-        let default_anthropic_version = (p.kind == ProviderKind::Anthropic)
-            .then(|| Bytes::from(p.anthropic_version.clone().into_bytes()));
+        let default_anthropic_version =
+            (p.kind == ProviderKind::Anthropic).then(|| Bytes::from(p.anthropic_version.clone().into_bytes()));
         let tls = if url.is_tls() {
-            Some(tls::TlsTarget::new(&url.host, p.tls_ca_file.as_deref()).map_err(|e| format!("provider {}: {e}", p.name))?)
+            Some(
+                tls::TlsTarget::new(&url.host, p.tls_ca_file.as_deref())
+                    .map_err(|e| format!("provider {}: {e}", p.name))?,
+            )
         } else {
             None
         };

@@ -19,7 +19,7 @@ pub fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 
 /// Starts the resolver thread when any provider has a host name.
 pub fn spawn(upstreams: Vec<Arc<Upstream>>, shutdown: Arc<Shutdown>) -> std::io::Result<()> {
-    let named: Vec<_> = upstreams.into_iter().filter(|u| u.needs_dns()).collect();
+    let named: Vec<_> = upstreams.into_iter().filter(|u| u.needs_dns() && u.unavailable.is_none()).collect();
     if named.is_empty() {
         return Ok(());
     }

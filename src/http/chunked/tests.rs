@@ -20,7 +20,8 @@ fn decode(input: &[u8]) -> Result<(Vec<u8>, bool, usize), ChunkedError> {
     decode_split(input, &[])
 }
 
-const BODY: &[u8] = b"5\r\nhello\r\n7;name=\"v\"\r\n, world\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\n";
+const BODY: &[u8] =
+    b"5\r\nhello\r\n7;name=\"v\"\r\n, world\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\n";
 
 #[test]
 fn decodes_with_extensions_and_trailers() {
