@@ -337,10 +337,10 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         },
         None => None,
     };
-    if let Some(var) = &raw.api_key_env {
-        if var.is_empty() || var.contains('=') || var.contains('\0') {
-            errors.push(at("api_key_env"), "must be an environment variable name");
-        }
+    if let Some(var) = &raw.api_key_env
+        && (var.is_empty() || var.contains('=') || var.contains('\0'))
+    {
+        errors.push(at("api_key_env"), "must be an environment variable name");
     }
     let mut headers = Vec::new();
     for (k, v) in raw.headers {
@@ -373,10 +373,10 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         max_idle: raw.pool_max_idle.unwrap_or(64),
         idle_timeout: raw.pool_idle_timeout.unwrap_or(Duration::from_secs(60)),
     };
-    if let Some(path) = &raw.tls_ca_file {
-        if !path.is_file() {
-            errors.push(at("tls_ca_file"), format!("{} is not a readable file", path.display()));
-        }
+    if let Some(path) = &raw.tls_ca_file
+        && !path.is_file()
+    {
+        errors.push(at("tls_ca_file"), format!("{} is not a readable file", path.display()));
     }
     let provider = Provider {
         kind,

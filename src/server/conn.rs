@@ -202,11 +202,11 @@ async fn read_head(
     let limits = HeadLimits { max_head_bytes: ctx.limits.max_head_bytes, max_headers: ctx.limits.max_headers };
     let mut deadline: Option<Instant> = None;
     loop {
-        if !io.buf.is_empty() {
-            if let Some(parsed) = request::parse(&io.buf, limits)? {
-                let raw = io.buf.split_to(parsed.len).freeze();
-                return Ok(Some(RequestHead::new(raw, parsed)));
-            }
+        if !io.buf.is_empty()
+            && let Some(parsed) = request::parse(&io.buf, limits)?
+        {
+            let raw = io.buf.split_to(parsed.len).freeze();
+            return Ok(Some(RequestHead::new(raw, parsed)));
         }
         let idle = io.buf.is_empty();
         let wait = if idle {

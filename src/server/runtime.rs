@@ -71,10 +71,10 @@ where
     Fut: Future<Output = ()>,
 {
     std::thread::Builder::new().name(name.clone()).spawn(move || {
-        if let Some(core) = pin {
-            if !core_affinity::set_for_current(core) {
-                log::warn!("{name}: could not pin to core {}", core.id);
-            }
+        if let Some(core) = pin
+            && !core_affinity::set_for_current(core)
+        {
+            log::warn!("{name}: could not pin to core {}", core.id);
         }
         let result = match driver {
             Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
