@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let cli = Cli::parse();
+    raise_fd_limit();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(&file),
@@ -64,6 +65,21 @@ fn main() -> ExitCode {
             let opts =
                 MockOptions { tokens, delay: Duration::from_millis(delay_ms), ttft: Duration::from_millis(ttft_ms) };
             mock(listen, opts, workers.max(1))
+        }
+    }
+}
+
+/// Every proxied connection holds two descriptors (client and upstream):
+/// lift the soft limit to the hard one, as nginx's worker_rlimit_nofile does.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass,
+    // which lives on this stack frame for the duration of both calls.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Compare direct-to-mock, nginx and aigw against the same `aigw mock`.
+
+Run through loadtest/compare.sh (which builds and checks the tools). One run
+measures, alternating contenders and repeating each measurement:
+
+  * added latency at concurrency 1 (p50, p99 minus direct-to-mock, in us);
+  * the throughput frontier: most req/s with p99 under 1, 5 and 10 ms and
+    unbounded, from one concurrency sweep, and the ratios aigw/nginx;
+  * CPU seconds per 1,000 proxied requests;
+  * streaming: added time to first token and inter-chunk gap (mock paced at
+    20 ms), and the most concurrent paced streams held with no stalled or lost
+    chunk;
+  * memory: RSS idle, under stream load, and after the load ends.
+
+Every figure is a median over --reps runs. The report goes to stdout and to
+loadtest/results/.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AIGW = ROOT / "target/release/aigw"
+STREAMLOAD = ROOT / "target/release/examples/streamload"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def pids_of(root_pid):
+    """root_pid and all its descendants (nginx: master and workers)."""
+    pids = [root_pid]
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == root_pid:
+                        pids.append(int(entry))
+                except OSError:
+                    pass
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(root_pid):
+    total = 0
+    for pid in pids_of(root_pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_kib(root_pid):
+    total = 0
+    for pid in pids_of(root_pid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Setup:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="aigw-compare-"))
+        self.procs = []
+
+    def pin(self, cpus):
+        return ["taskset", "-c", cpus] if self.args.pin and cpus else []
+
+    def spawn(self, cmd, cpus, name):
+        log = open(self.dir / f"{name}.log", "w")
+        p = subprocess.Popen(self.pin(cpus) + cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def start(self):
+        a = self.args
+        self.mock_port = free_port()
+        self.mock = self.spawn(
+            [str(AIGW), "mock", "--listen", f"127.0.0.1:{self.mock_port}", "--workers", str(a.mock_workers)],
+            a.mock_cpus,
+            "mock",
+        )
+        wait_port(self.mock_port)
+
+        self.nginx_port = free_port()
+        conf = (ROOT / "loadtest/nginx.conf.template").read_text()
+        for k, v in {"@WORKERS@": a.workers, "@DIR@": self.dir, "@MOCK_PORT@": self.mock_port, "@PORT@": self.nginx_port}.items():
+            conf = conf.replace(k, str(v))
+        (self.dir / "nginx.conf").write_text(conf)
+        self.nginx = self.spawn([a.nginx, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], a.gw_cpus, "nginx")
+        wait_port(self.nginx_port)
+
+        self.aigw_port, admin = free_port(), free_port()
+        (self.dir / "aigw.toml").write_text(
+            f'[server]\nlisten = "127.0.0.1:{self.aigw_port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+            f"workers = {a.workers}\npin_workers = false\n"
+            f'[providers.mock]\nkind = "mock"\nbase_url = "http://127.0.0.1:{self.mock_port}"\n'
+        )
+        self.aigw = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw.toml")], a.gw_cpus, "aigw")
+        wait_port(self.aigw_port)
+        time.sleep(1.0)
+        self.urls = {
+            "direct": f"http://127.0.0.1:{self.mock_port}/v1/chat/completions",
+            "nginx": f"http://127.0.0.1:{self.nginx_port}/mock/v1/chat/completions",
+            "aigw": f"http://127.0.0.1:{self.aigw_port}/mock/v1/chat/completions",
+        }
+        self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid}
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def wrk(setup, name, conns, duration, script="chat.lua"):
+    a = setup.args
+    threads = max(1, min(conns, a.wrk_threads))
+    cmd = setup.pin(a.client_cpus) + [
+        "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
+        "-s", str(ROOT / "loadtest" / script), setup.urls[name],
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"RESULT (.*)", out)
+    if not m:
+        raise RuntimeError(out)
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def rotated(names, i):
+    return names[i % len(names):] + names[: i % len(names)]
+
+
+def streamload(setup, name, streams, tokens, delay_ms, ramp_ms):
+    url = setup.urls[name].removeprefix("http://")
+    addr, path = url.split("/", 1)
+    cmd = setup.pin(setup.args.client_cpus) + [str(STREAMLOAD), addr, "/" + path, str(streams), str(tokens), str(delay_ms), "1", str(ramp_ms)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--reps", type=int, default=3, help="repeats of every measurement (median reported)")
+    ap.add_argument("--concurrency", default="1,4,16,32,64,128,256", help="sweep for the throughput frontier")
+    ap.add_argument("--cpu-conc", type=int, default=32, help="concurrency for CPU per 1,000 requests")
+    ap.add_argument("--streams", default="1000,10000", help="concurrent paced streams to try")
+    ap.add_argument("--stream-pace-ms", type=int, default=20, help="mock pacing for TTFT / gap")
+    ap.add_argument("--capacity-pace-ms", type=int, default=100, help="mock pacing for the capacity test")
+    ap.add_argument("--workers", type=int, default=1, help="aigw workers = nginx worker_processes")
+    ap.add_argument("--mock-workers", type=int, default=1)
+    ap.add_argument("--wrk-threads", type=int, default=1)
+    ap.add_argument("--pin", action="store_true", help="pin gateway, mock and client with taskset")
+    ap.add_argument("--gw-cpus", default="0", help="cores for aigw / nginx when --pin")
+    ap.add_argument("--mock-cpus", default="1", help="cores for the mock when --pin")
+    ap.add_argument("--client-cpus", default="1", help="cores for wrk / streamload when --pin")
+    ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    args = ap.parse_args()
+
+    setup = Setup(args)
+    names = ["direct", "nginx", "aigw"]
+    report = []
+
+    def say(line=""):
+        print(line, flush=True)
+        report.append(line)
+
+    try:
+        setup.start()
+        idle = {n: rss_kib(setup.pids[n]) for n in ("nginx", "aigw")}
+
+        # --- added latency at concurrency 1 ---
+        lat = {n: {"p50": [], "p99": []} for n in names}
+        for rep in range(args.reps):
+            for n in rotated(names, rep):
+                r = wrk(setup, n, 1, args.duration)
+                lat[n]["p50"].append(r["p50_us"])
+                lat[n]["p99"].append(r["p99_us"])
+        p = {n: {k: median(v) for k, v in lat[n].items()} for n in names}
+
+        # --- throughput sweep, CPU per request ---
+        levels = [int(c) for c in args.concurrency.split(",")]
+        sweep = {n: {} for n in names}
+        cpu = {n: [] for n in ("nginx", "aigw")}
+        for ci, c in enumerate(levels):
+            runs = {n: [] for n in names}
+            for rep in range(args.reps):
+                for n in rotated(names, ci + rep):
+                    before = cpu_seconds(setup.pids[n]) if n in cpu else 0
+                    r = wrk(setup, n, c, args.duration)
+                    if n in cpu and c == args.cpu_conc and r["requests"] > 0:
+                        cpu[n].append((cpu_seconds(setup.pids[n]) - before) / r["requests"] * 1000)
+                    runs[n].append(r)
+            for n in names:
+                sweep[n][c] = {
+                    "rps": median([r["rps"] for r in runs[n]]),
+                    "p99": median([r["p99_us"] for r in runs[n]]),
+                    "errors": sum(r["errors"] for r in runs[n]),
+                }
+
+        def frontier(n, bound_us):
+            ok = [v["rps"] for v in sweep[n].values() if v["errors"] == 0 and (bound_us is None or v["p99"] < bound_us)]
+            return max(ok) if ok else 0.0
+
+        # --- streaming latency (paced) ---
+        st = {n: [] for n in names}
+        for rep in range(args.reps):
+            for n in rotated(names, rep):
+                # 50 streams started over one second: concurrency ~50, no burst.
+                st[n].append(streamload(setup, n, 50, 50, args.stream_pace_ms, 1000))
+        sp = {n: {k: median([r[k] for r in st[n]]) for k in ("ttft_p50_us", "ttft_p99_us", "gap_p50_us", "gap_p99_us")} for n in names}
+
+        # --- concurrent stream capacity, memory under load and after ---
+        capacity = {}
+        for count in [int(s) for s in args.streams.split(",") if s]:
+            for n in ("nginx", "aigw"):
+                peak = [0]
+                stop = threading.Event()
+
+                def sample(pid=setup.pids[n]):
+                    while not stop.is_set():
+                        peak[0] = max(peak[0], rss_kib(pid))
+                        time.sleep(0.1)
+
+                t = threading.Thread(target=sample)
+                t.start()
+                r = streamload(setup, n, count, 20, args.capacity_pace_ms, max(1000, count // 5))
+                stop.set()
+                t.join()
+                time.sleep(3)
+                capacity[(n, count)] = (r, peak[0], rss_kib(setup.pids[n]))
+
+        # --- report ---
+        cores = os.cpu_count()
+        say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+        say()
+        say(f"machine: {platform.machine()}, {cores} cores, kernel {platform.release()}; "
+            f"workers={args.workers} (aigw workers = nginx worker_processes), mock workers={args.mock_workers}, "
+            f"pin={'gw:' + args.gw_cpus + ' mock:' + args.mock_cpus + ' client:' + args.client_cpus if args.pin else 'off'}; "
+            f"wrk -t{args.wrk_threads}, {args.duration}s runs, median of {args.reps}")
+        say(f"command: loadtest/compare.sh {' '.join(sys.argv[1:])}")
+        say()
+        say("## Added latency at concurrency 1 (non-streaming chat completion)")
+        say()
+        say("| | p50 µs | p99 µs | added p50 µs | added p99 µs |")
+        say("|---|---|---|---|---|")
+        for n in names:
+            say(f"| {n} | {p[n]['p50']:.0f} | {p[n]['p99']:.0f} | {p[n]['p50'] - p['direct']['p50']:.0f} | {p[n]['p99'] - p['direct']['p99']:.0f} |")
+        say()
+        say("## Throughput frontier (req/s)")
+        say()
+        say("| | p99 < 1 ms | p99 < 5 ms | p99 < 10 ms | unbounded |")
+        say("|---|---|---|---|---|")
+        bounds = [1000, 5000, 10000, None]
+        for n in names:
+            say(f"| {n} | " + " | ".join(f"{frontier(n, b):.0f}" for b in bounds) + " |")
+        ratios = []
+        for b in bounds:
+            ng = frontier("nginx", b)
+            ratios.append(f"{frontier('aigw', b) / ng:.2f}" if ng else "n/a")
+        say("| **aigw / nginx** | " + " | ".join(ratios) + " |")
+        say()
+        say("Sweep (req/s, p99 µs): " + "; ".join(
+            f"c={c}: " + ", ".join(f"{n} {sweep[n][c]['rps']:.0f}/{sweep[n][c]['p99']:.0f}" for n in names) for c in levels))
+        say()
+        say(f"CPU seconds per 1,000 requests (c={args.cpu_conc}): nginx {median(cpu['nginx']):.3f}, "
+            f"aigw {median(cpu['aigw']):.3f}, ratio aigw/nginx {median(cpu['aigw']) / median(cpu['nginx']):.2f}")
+        say()
+        say(f"## Streaming (50 streams × 50 chunks started over 1 s, mock paced at {args.stream_pace_ms} ms)")
+        say()
+        say("| | TTFT p50 µs | TTFT p99 µs | gap p50 µs | gap p99 µs | added TTFT p50 / p99 µs | added gap p50 / p99 µs |")
+        say("|---|---|---|---|---|---|---|")
+        d = sp["direct"]
+        for n in names:
+            s = sp[n]
+            say(f"| {n} | {s['ttft_p50_us']:.0f} | {s['ttft_p99_us']:.0f} | {s['gap_p50_us']:.0f} | {s['gap_p99_us']:.0f} | "
+                f"{s['ttft_p50_us'] - d['ttft_p50_us']:.0f} / {s['ttft_p99_us'] - d['ttft_p99_us']:.0f} | "
+                f"{s['gap_p50_us'] - d['gap_p50_us']:.0f} / {s['gap_p99_us'] - d['gap_p99_us']:.0f} |")
+        say()
+        say(f"## Concurrent paced streams (20 chunks each, {args.capacity_pace_ms} ms apart) and memory")
+        say()
+        say("| | streams | ok | stalled | lost | errors | RSS idle MiB | RSS peak MiB | RSS after MiB | KiB per stream |")
+        say("|---|---|---|---|---|---|---|---|---|---|")
+        for (n, count), (r, peak, after) in capacity.items():
+            per = (peak - idle[n]) / count if count else 0
+            say(f"| {n} | {count} | {r['ok']} | {r['stalled']} | {r['lost']} | {r['errors']} | {idle[n] / 1024:.1f} | "
+                f"{peak / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
+    finally:
+        setup.stop()
+
+    out = ROOT / "loadtest/results"
+    out.mkdir(exist_ok=True)
+    path = out / f"compare-{datetime.datetime.now():%Y%m%d-%H%M%S}.md"
+    path.write_text("\n".join(report) + "\n")
+    print(f"\n(report saved to {path.relative_to(ROOT)}; logs in {setup.dir})")
+
+
+if __name__ == "__main__":
+    main()
