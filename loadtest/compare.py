@@ -137,6 +137,8 @@ class Setup:
             f'[server]\nlisten = "127.0.0.1:{self.aigw_port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
             f"workers = {a.workers}\npin_workers = false\n"
             f'[providers.mock]\nkind = "mock"\nbase_url = "http://127.0.0.1:{self.mock_port}"\n'
+            # the same idle pool as nginx's `keepalive 512`
+            "pool_max_idle = 512\n"
         )
         self.aigw = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw.toml")], a.gw_cpus, "aigw")
         wait_port(self.aigw_port)

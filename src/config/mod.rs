@@ -370,7 +370,7 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         }
     }
     let pool = PoolConfig {
-        max_idle: raw.pool_max_idle.unwrap_or(64),
+        max_idle: raw.pool_max_idle.unwrap_or(256),
         idle_timeout: raw.pool_idle_timeout.unwrap_or(Duration::from_secs(60)),
     };
     if let Some(path) = &raw.tls_ca_file

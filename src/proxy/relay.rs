@@ -60,7 +60,7 @@ pub async fn relay(
         (ResponseFraming::Chunked | ResponseFraming::UntilClose, Version::Http10) => ClientFraming::UntilClose,
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
-    let mut out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
+    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
     drop(raw_head);
 
     let end = match head.framing {
@@ -75,7 +75,6 @@ pub async fn relay(
         ResponseFraming::Chunked | ResponseFraming::UntilClose => {
             let chunked_in = head.framing == ResponseFraming::Chunked;
             let chunked_out = framing == ClientFraming::Chunked;
-            out.reserve(16 * 1024);
             relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline).await
         }
     };
@@ -165,7 +164,7 @@ async fn relay_stream(
     // Watch the client: its read stays pending for the whole stream.
     let canceller = Canceller::new();
     let mut watch_buf = std::mem::take(client_buf);
-    watch_buf.reserve(4096);
+    watch_buf.reserve(1024);
     let len = watch_buf.len();
     let mut watch = pin!(rd.cancelable_read(watch_buf.slice_mut(len..), canceller.handle()));
     let mut watching = true;

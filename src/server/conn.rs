@@ -98,7 +98,7 @@ pub async fn serve(ctx: Rc<ServerCtx>, handler: Handler, stream: TcpStream, peer
     let conn_id = ctx.conn_opened();
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
-    let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(8192) };
+    let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(4096) };
     run(&ctx, &handler, &mut io, peer, conn_id, fd).await;
     // Leave the idle set before the socket closes (drain may shut it down).
     ctx.conn_closed(conn_id);

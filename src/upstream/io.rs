@@ -30,13 +30,13 @@ pub struct Connection {
 
 impl Connection {
     fn new(io: UpstreamIo, fd: RawFd) -> Self {
-        Self { io, buf: BytesMut::with_capacity(16 * 1024), fd, reused: false, idle_since: Instant::now() }
+        Self { io, buf: BytesMut::with_capacity(8 * 1024), fd, reused: false, idle_since: Instant::now() }
     }
 
     /// Reads more bytes onto the end of `buf`; Ok(0) is end of stream.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        if self.buf.capacity() - self.buf.len() < 2048 {
+            self.buf.reserve(8 * 1024);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();

@@ -36,6 +36,12 @@ impl Pool {
         let (Some(stack), Some(config)) = (self.idle.get_mut(provider), self.config.get(provider)) else {
             return;
         };
+        // The oldest idle connections sit at the bottom: close the expired
+        // ones here, so a burst's connections do not linger after it.
+        let expired = stack.iter().take_while(|c| c.idle_since.elapsed() >= config.idle_timeout).count();
+        if expired > 0 {
+            stack.drain(..expired);
+        }
         if stack.len() < config.max_idle {
             conn.idle_since = Instant::now();
             stack.push(conn);
