@@ -96,6 +96,29 @@ impl ServerCtx {
     }
 }
 
+/// Gives memory back after a load peak. mimalloc keeps freed pages in this
+/// thread's heap for reuse; once the open connections fall to under half of
+/// their recent peak, a forced collection returns them to the OS, so RSS
+/// comes back near idle when traffic ends (docs/benchmarks.md, "RSS after").
+async fn trim_memory(ctx: Rc<ServerCtx>) {
+    let mut peak = 0usize;
+    while !ctx.draining() {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let open = ctx.open_connections();
+        if open * 2 < peak {
+            ctx.idle.borrow_mut().shrink_to(open);
+            // SAFETY: mi_collect only walks and frees this thread's own
+            // mimalloc heap; it takes no pointers from us.
+            #[allow(unsafe_code)]
+            unsafe {
+                libmimalloc_sys::mi_collect(true);
+            }
+            peak = open;
+        }
+        peak = peak.max(open);
+    }
+}
+
 fn hex_into(out: &mut [u8], mut n: u64) {
     for b in out.iter_mut().rev() {
         *b = b"0123456789abcdef"[(n & 0xf) as usize];
@@ -127,6 +150,7 @@ fn shutdown_read(fd: RawFd) {
 /// Accepts until shutdown, then waits for open connections to finish, for
 /// at most the grace period.
 pub async fn serve(ctx: Rc<ServerCtx>, listener: TcpListener, handler: conn::Handler) {
+    monoio::spawn(trim_memory(ctx.clone()));
     let shutdown = ctx.shutdown.clone();
     let mut stop = std::pin::pin!(shutdown.wait());
     loop {

@@ -43,6 +43,9 @@ impl Pool {
             stack.drain(..expired);
         }
         if stack.len() < config.max_idle {
+            // An idle connection holds no buffer: hundreds of pooled
+            // connections would otherwise pin their read buffers.
+            conn.buf = bytes::BytesMut::new();
             conn.idle_since = Instant::now();
             stack.push(conn);
         }
