@@ -132,13 +132,18 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 16384];
-        match self.stream.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                n
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return n;
+                }
+                // A signal landed on this thread (io_uring's task-work
+                // notification can do that): just read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
+                Err(e) => panic!("read failed: {e}"),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!("read failed: {e}"),
         }
     }
 
@@ -227,6 +232,7 @@ impl Client {
             match self.stream.read(&mut b) {
                 Ok(0) => break true,
                 Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
                 Err(_) => break false,
             }
