@@ -34,6 +34,7 @@ pub mod http;
 pub mod mock;
 pub mod proxy;
 pub mod server;
+pub mod tap;
 pub mod upstream;
 mod util;
 

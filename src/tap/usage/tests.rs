@@ -1,0 +1,112 @@
+//! Usage from fixture transcripts, written from each provider's documented
+//! format, fed whole, split at every offset, and with CRLF line ends.
+
+use super::*;
+use crate::tap::{Tap, TapReport};
+
+fn tap(content_type: &str, body: &[u8], cuts: &[usize]) -> TapReport {
+    let mut t = Tap::for_content_type(Some(content_type.as_bytes()));
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&body.len())) {
+        t.observe(&body[start..end]);
+        start = end;
+    }
+    t.finish()
+}
+
+fn sse(body: &str) -> Option<Usage> {
+    tap("text/event-stream; charset=utf-8", body.as_bytes(), &[]).usage
+}
+
+fn json(body: &str) -> Option<Usage> {
+    tap("application/json", body.as_bytes(), &[]).usage
+}
+
+const OPENAI_STREAM: &str = include_str!("../fixtures/openai_chat_stream.sse");
+const ANTHROPIC_STREAM: &str = include_str!("../fixtures/anthropic_stream.sse");
+const GEMINI_STREAM: &str = include_str!("../fixtures/gemini_stream.sse");
+
+#[test]
+fn openai_chat_stream_final_usage_chunk() {
+    let r = tap("text/event-stream", OPENAI_STREAM.as_bytes(), &[]);
+    assert_eq!(r.usage, Some(Usage { input: 1200, output: 2, cached_input: 1024, cache_write: 0, reasoning: 0 }));
+    assert!(r.done);
+    assert_eq!(r.events, 6);
+    assert_eq!(r.usage.map(|u| u.fresh_input()), Some(176));
+}
+
+#[test]
+fn openai_chat_json_with_reasoning() {
+    let u = json(include_str!("../fixtures/openai_chat.json"));
+    assert_eq!(u, Some(Usage { input: 19, output: 10, cached_input: 0, cache_write: 0, reasoning: 8 }));
+}
+
+#[test]
+fn vllm_choices_null_usage_chunk() {
+    let u = sse(include_str!("../fixtures/vllm_chat_stream.sse"));
+    assert_eq!(u, Some(Usage { input: 12, output: 2, ..Usage::default() }));
+}
+
+#[test]
+fn openai_responses_completed_event() {
+    let u = sse(include_str!("../fixtures/openai_responses_stream.sse"));
+    assert_eq!(u, Some(Usage { input: 36, output: 87, cached_input: 0, cache_write: 0, reasoning: 64 }));
+}
+
+#[test]
+fn openai_embeddings() {
+    let u = json(include_str!("../fixtures/openai_embeddings.json"));
+    assert_eq!(u, Some(Usage { input: 8, ..Usage::default() }));
+}
+
+#[test]
+fn anthropic_stream_takes_the_last_running_total() {
+    // message_start: 25 fresh + 100 cache writes + 2000 cache reads;
+    // message_delta output_tokens 7 then 15: the total is 15, not 22.
+    let u = sse(ANTHROPIC_STREAM);
+    assert_eq!(u, Some(Usage { input: 2125, output: 15, cached_input: 2000, cache_write: 100, reasoning: 0 }));
+    assert_eq!(u.map(|u| u.fresh_input()), Some(25));
+}
+
+#[test]
+fn anthropic_json() {
+    let u = json(include_str!("../fixtures/anthropic.json"));
+    assert_eq!(u, Some(Usage { input: 60, output: 4, cached_input: 50, cache_write: 0, reasoning: 0 }));
+}
+
+#[test]
+fn gemini_stream_takes_the_last_frame() {
+    let u = sse(GEMINI_STREAM);
+    assert_eq!(u, Some(Usage { input: 9, output: 25, cached_input: 4, cache_write: 0, reasoning: 20 }));
+}
+
+#[test]
+fn no_usage_is_none() {
+    assert_eq!(sse("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"), None);
+    assert_eq!(json("{\"usage\":null}"), None);
+    assert_eq!(json("not json {\"usage\":{"), None);
+    assert_eq!(tap("text/plain", b"usage", &[]).usage, None);
+}
+
+#[test]
+fn same_usage_at_every_split_and_with_crlf() {
+    for (ct, body) in [
+        ("text/event-stream", OPENAI_STREAM.to_string()),
+        ("text/event-stream", ANTHROPIC_STREAM.to_string()),
+        ("text/event-stream", GEMINI_STREAM.to_string()),
+        ("text/event-stream", ANTHROPIC_STREAM.replace('\n', "\r\n")),
+        ("text/event-stream", GEMINI_STREAM.replace('\n', "\r\n")),
+        ("application/json", include_str!("../fixtures/anthropic.json").to_string()),
+    ] {
+        let whole = tap(ct, body.as_bytes(), &[]);
+        assert!(whole.usage.is_some());
+        for cut in 0..=body.len() {
+            assert_eq!(tap(ct, body.as_bytes(), &[cut]), whole, "split at {cut}");
+        }
+    }
+    // LF and CRLF transcripts agree.
+    assert_eq!(
+        tap("text/event-stream", OPENAI_STREAM.replace('\n', "\r\n").as_bytes(), &[]),
+        tap("text/event-stream", OPENAI_STREAM.as_bytes(), &[])
+    );
+}
