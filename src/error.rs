@@ -24,6 +24,11 @@ pub enum GatewayError {
     NoSuchRoute {
         name: String,
     },
+    /// A gateway control header (`x-aigw-*`) the gateway cannot honour.
+    InvalidHeader {
+        name: &'static str,
+        why: String,
+    },
 
     // === configuration / gateway state ===
     ProviderUnavailable {
@@ -59,7 +64,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) => 400,
+            GatewayError::BadRequest(_) | GatewayError::InvalidHeader { .. } => 400,
             GatewayError::NoSuchRoute { .. } => 404,
             GatewayError::RequestTimeout => 408,
             GatewayError::BodyTooLarge { .. } => 413,
@@ -86,6 +91,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::InvalidHeader { .. } => "invalid_header",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::ExpectationFailed => "expectation_failed",
@@ -104,6 +110,7 @@ impl GatewayError {
     pub fn message(&self) -> String {
         match self {
             GatewayError::BadRequest(why) => format!("malformed HTTP request: {why}"),
+            GatewayError::InvalidHeader { name, why } => format!("invalid {name} header: {why}"),
             GatewayError::HeadTooLarge => "request head is larger than the gateway accepts".into(),
             GatewayError::BodyTooLarge { limit } => {
                 format!("request body is larger than the gateway accepts ({limit} bytes)")
@@ -146,6 +153,7 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::ShuttingDown => true,
             GatewayError::NoSuchRoute { .. }
+            | GatewayError::InvalidHeader { .. }
             | GatewayError::ProviderUnavailable { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTls { .. }

@@ -28,6 +28,7 @@
 //! period.
 
 pub mod admin;
+pub mod analytics;
 pub mod config;
 pub mod error;
 pub mod http;

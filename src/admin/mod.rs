@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use crate::{
+    analytics::{self, Analytics, exposition},
     error::{GatewayError, json_error, json_response},
+    http::write,
     server::{
         conn::{ClientIo, Outcome, Request},
         shutdown::Shutdown,
@@ -13,6 +15,7 @@ use crate::{
 
 pub struct AdminCtx {
     pub shutdown: Arc<Shutdown>,
+    pub analytics: Option<Analytics>,
 }
 
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
@@ -24,11 +27,79 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
         // new ones: the load balancer sees 503 and moves on.
         (b"GET" | b"HEAD", b"/readyz") if a.shutdown.is_triggered() => (503, r#"{"status":"draining"}"#.to_string()),
         (b"GET" | b"HEAD", b"/readyz") => (200, r#"{"status":"ready"}"#.to_string()),
+        (b"GET", b"/metrics") if a.analytics.is_some() => {
+            let body = a.analytics.as_ref().map(metrics).unwrap_or_default();
+            return send(io, text_response(&body, &req, keep_alive), keep_alive).await;
+        }
+        (b"GET", b"/admin/stats") if a.analytics.is_some() => {
+            (200, a.analytics.as_ref().map(stats).unwrap_or_default())
+        }
+        (b"GET", b"/admin/logs") if a.analytics.is_some() => {
+            (200, a.analytics.as_ref().map(|an| logs(an, query(target))).unwrap_or_default())
+        }
         _ => (404, json_error("no such admin endpoint", "invalid_request_error", "not_found")),
     };
     let mut resp = json_response(status, &body, req.head.version(), Some(req.id.as_bytes()), !keep_alive);
     if req.head.is_head_method() {
         resp.truncate(resp.len() - body.len());
     }
+    send(io, resp, keep_alive).await
+}
+
+async fn send(io: &mut ClientIo, resp: bytes::BytesMut, keep_alive: bool) -> Result<Outcome, GatewayError> {
     Ok(if io.send(resp).await && keep_alive { Outcome::Reusable } else { Outcome::Close })
+}
+
+fn text_response(body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::with_capacity(body.len() + 200);
+    write::status_line(&mut out, req.head.version(), 200, b"");
+    write::header(&mut out, b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8");
+    write::header_u64(&mut out, b"Content-Length", body.len() as u64);
+    if !keep_alive {
+        write::header(&mut out, b"Connection", b"close");
+    }
+    write::end_head(&mut out);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn metrics(a: &Analytics) -> String {
+    let log_total = a.recent.lock().map_or(0, |r| r.total);
+    let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
+    exposition::metrics(&state, log_total)
+}
+
+fn stats(a: &Analytics) -> String {
+    let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
+    exposition::stats(&state)
+}
+
+struct LogQuery {
+    limit: usize,
+    provider: Option<String>,
+    model: Option<String>,
+    status: Option<u16>,
+}
+
+/// `?limit=N&provider=P&model=M&status=S` (no percent-decoding needed for
+/// the names aigw allows; values are compared as given).
+fn query(target: &[u8]) -> LogQuery {
+    let mut q = LogQuery { limit: 100, provider: None, model: None, status: None };
+    let Some(i) = target.iter().position(|&b| b == b'?') else { return q };
+    for pair in String::from_utf8_lossy(&target[i + 1..]).split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "limit" => q.limit = v.parse().unwrap_or(100).min(analytics::log::RECENT),
+            "provider" => q.provider = Some(v.to_string()),
+            "model" => q.model = Some(v.to_string()),
+            "status" => q.status = v.parse().ok(),
+            _ => {}
+        }
+    }
+    q
+}
+
+fn logs(a: &Analytics, q: LogQuery) -> String {
+    let recent = a.recent.lock().unwrap_or_else(|p| p.into_inner());
+    exposition::logs(&recent, q.limit, q.provider.as_deref(), q.model.as_deref(), q.status)
 }

@@ -8,7 +8,7 @@ pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use raw::{RawIoDriver, RawKind, RawProvider, RawServer, RawWorkers};
+use raw::{RawIoDriver, RawKind, RawLog, RawProvider, RawServer, RawWorkers};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -19,6 +19,18 @@ pub struct Config {
     pub server: Server,
     /// In file order; a provider's index is its id on the hot path.
     pub providers: Vec<Provider>,
+    pub log: LogConfig,
+}
+
+/// `[log]`: the request log file.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// No path: records are kept in memory for /admin/logs only.
+    pub path: Option<PathBuf>,
+    /// Rotate when the file would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`FILE.1` … `FILE.keep`).
+    pub keep: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -160,7 +172,7 @@ impl Errors {
 }
 
 /// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth", "pricing", "log"];
+const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth", "pricing"];
 
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
@@ -183,10 +195,12 @@ impl Config {
         })?;
         let mut errors = Errors(Vec::new());
         let mut server = None;
+        let mut raw_log = None;
         let mut providers = Vec::new();
         for (key, value) in table {
             match key.as_str() {
                 "server" => server = section::<RawServer>(&mut errors, "server", value),
+                "log" => raw_log = section::<RawLog>(&mut errors, "log", value),
                 "providers" => match value {
                     toml::Value::Table(t) => {
                         for (name, v) in t {
@@ -208,8 +222,17 @@ impl Config {
         if providers.is_empty() && errors.0.is_empty() {
             errors.push("providers", "at least one [providers.NAME] section is required");
         }
+        let raw_log = raw_log.unwrap_or_default();
+        let log = LogConfig {
+            path: raw_log.path,
+            max_bytes: raw_log.max_bytes.unwrap_or(100 << 20),
+            keep: raw_log.keep.unwrap_or(5),
+        };
+        if log.max_bytes < 4096 {
+            errors.push("log.max_bytes", "must be at least 4096");
+        }
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => Ok(Config { server, providers }),
+            (Some(server), true) => Ok(Config { server, providers, log }),
             _ => Err(ConfigErrors(errors.0)),
         }
     }

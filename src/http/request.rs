@@ -190,6 +190,15 @@ impl RequestHead {
         Self { raw, parsed }
     }
 
+    /// Bytes of the head on the wire.
+    pub fn len(&self) -> usize {
+        self.parsed.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parsed.len == 0
+    }
+
     pub fn method(&self) -> &[u8] {
         &self.raw[self.parsed.method.clone()]
     }

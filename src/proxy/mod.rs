@@ -4,9 +4,11 @@
 mod headers;
 mod relay;
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::{
+    analytics::{Record, recorder::Recorder, request_body},
+    config::ProviderKind,
     error::GatewayError,
     server::conn::{ClientIo, Outcome, Request},
     upstream::{Upstream, exchange, pool::Pool},
@@ -25,28 +27,77 @@ impl Shared {
     }
 }
 
-/// Per-worker state of the proxy: shared config plus this worker's pools.
+/// Per-worker state of the proxy: shared config, this worker's pools and
+/// its analytics recorder.
 pub struct Worker {
     pub shared: Arc<Shared>,
     pub pool: RefCell<Pool>,
+    pub recorder: Option<Rc<Recorder>>,
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, recorder: Option<Rc<Recorder>>) -> Self {
         let pool = Pool::new(shared.upstreams.iter().map(|u| u.pool).collect());
-        Self { shared, pool: RefCell::new(pool) }
+        Self { shared, pool: RefCell::new(pool), recorder }
     }
 }
 
-pub async fn handle(w: &Worker, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
+pub async fn handle(
+    w: &Worker,
+    req: Request,
+    io: &mut ClientIo,
+    keep_alive: bool,
+    mut rec: Option<&mut Record>,
+) -> Result<Outcome, GatewayError> {
     let (up, rest) = route(w, req.head.target())?;
+    let metadata = metadata(&req)?;
+    if let Some(r) = rec.as_deref_mut() {
+        let info = match up.kind {
+            ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
+            _ => request_body::scan(&req.body),
+        };
+        r.provider = Some(up.label.clone());
+        r.model = info.model;
+        r.stream = info.stream;
+        r.metadata = metadata;
+    }
     if let Some(reason) = &up.unavailable {
         return Err(GatewayError::ProviderUnavailable { provider: up.name.clone(), reason: reason.clone() });
     }
     let deadline = req.started + up.timeouts.total;
     let outgoing = headers::upstream_request(&req, up, rest);
-    let start = exchange::start(&w.pool, up, outgoing, deadline).await?;
-    Ok(relay::relay(w, up, start, io, &req, keep_alive, deadline).await)
+    let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = rec {
+                r.attempts = 1;
+            }
+            return Err(e);
+        }
+    };
+    Ok(relay::relay(w, up, start, io, &req, keep_alive, deadline, rec).await)
+}
+
+/// `x-aigw-metadata`: a flat JSON object of at most 5 entries with scalar
+/// values, for the request log. Anything else is refused with 400 rather
+/// than silently dropped.
+fn metadata(req: &Request) -> Result<Option<String>, GatewayError> {
+    let Some(raw) = req.head.header("x-aigw-metadata") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| GatewayError::InvalidHeader { name: "x-aigw-metadata", why: why.to_string() };
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).map_err(|_| bad("expected a JSON object"))?;
+    if map.len() > 5 {
+        return Err(bad("at most 5 keys"));
+    }
+    let too_big = |(k, v): (&String, &serde_json::Value)| {
+        k.len() > 64 || v.is_object() || v.is_array() || v.as_str().is_some_and(|s| s.len() > 256)
+    };
+    if map.iter().any(too_big) {
+        return Err(bad("keys up to 64 bytes; values strings (up to 256 bytes), numbers, booleans or null"));
+    }
+    Ok(Some(serde_json::Value::Object(map).to_string()))
 }
 
 /// `/{provider}/{rest}` → the provider and `/{rest}` (query included).

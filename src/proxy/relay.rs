@@ -21,8 +21,15 @@ use super::{
     headers::{ClientFraming, client_response_head},
 };
 use crate::{
-    http::{Version, chunked::ChunkedDecoder, response::ResponseFraming, write},
+    analytics::Record,
+    http::{
+        Version,
+        chunked::ChunkedDecoder,
+        response::{ParsedResponse as ResponseHeadRef, ResponseFraming},
+        write,
+    },
     server::conn::{ClientIo, Outcome, Request},
+    tap::Tap,
     upstream::{Upstream, exchange::ResponseStart, io::Connection},
     util::{Either, race},
 };
@@ -42,6 +49,22 @@ enum End {
     ClientGone,
 }
 
+/// What the client was sent, for the request record.
+#[derive(Default)]
+struct Progress {
+    bytes_out: u64,
+    /// When the response head went out (time to first byte).
+    first_write: Option<Instant>,
+}
+
+impl Progress {
+    fn sent(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+        self.first_write.get_or_insert_with(Instant::now);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn relay(
     w: &Worker,
     up: &Upstream,
@@ -50,8 +73,9 @@ pub async fn relay(
     req: &Request,
     keep_alive: bool,
     deadline: Instant,
+    rec: Option<&mut Record>,
 ) -> Outcome {
-    let ResponseStart { mut conn, head, raw_head } = start;
+    let ResponseStart { mut conn, head, raw_head, attempts } = start;
     let client_version = req.head.version();
     let framing = match (head.framing, client_version) {
         (ResponseFraming::Empty, _) => ClientFraming::Empty,
@@ -61,23 +85,39 @@ pub async fn relay(
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
     let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
+    let mut tap = rec.as_ref().map(|_| Tap::for_content_type(response_header(&raw_head, &head, b"content-type")));
     drop(raw_head);
 
+    let mut progress = Progress::default();
     let end = match head.framing {
         ResponseFraming::Empty => {
+            let n = out.len();
             if io.send(out).await {
+                progress.sent(n);
                 End::Complete { reusable: conn.buf.is_empty() }
             } else {
                 End::ClientGone
             }
         }
-        ResponseFraming::Length(n) => relay_length(io, &mut conn, out, n, deadline).await,
+        ResponseFraming::Length(n) => relay_length(io, &mut conn, out, n, deadline, &mut tap, &mut progress).await,
         ResponseFraming::Chunked | ResponseFraming::UntilClose => {
             let chunked_in = head.framing == ResponseFraming::Chunked;
             let chunked_out = framing == ClientFraming::Chunked;
-            relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline).await
+            relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut tap, &mut progress).await
         }
     };
+    if let Some(rec) = rec {
+        rec.status = head.status;
+        rec.attempts = attempts;
+        rec.bytes_out = progress.bytes_out;
+        rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
+        rec.usage = tap.as_mut().and_then(|t| t.finish().usage);
+        rec.error = match end {
+            End::Complete { .. } => None,
+            End::UpstreamFailed => Some("upstream_cut_short"),
+            End::ClientGone => Some("client_disconnected"),
+        };
+    }
     match end {
         End::Complete { reusable } => {
             if reusable && head.keep_alive {
@@ -93,25 +133,51 @@ pub async fn relay(
     }
 }
 
-async fn relay_length(io: &mut ClientIo, conn: &mut Connection, mut out: BytesMut, n: u64, deadline: Instant) -> End {
+/// A response header's value, from the upstream's head.
+fn response_header<'a>(raw: &'a [u8], head: &ResponseHeadRef, name: &[u8]) -> Option<&'a [u8]> {
+    head.headers.iter().find(|h| raw[h.name.clone()].eq_ignore_ascii_case(name)).map(|h| &raw[h.value.clone()])
+}
+
+async fn relay_length(
+    io: &mut ClientIo,
+    conn: &mut Connection,
+    mut out: BytesMut,
+    n: u64,
+    deadline: Instant,
+    tap: &mut Option<Tap>,
+    progress: &mut Progress,
+) -> End {
     let mut left = n;
     loop {
         let take = conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         left -= take as u64;
+        if let Some(t) = tap.as_mut() {
+            t.observe(&conn.buf[..take]);
+        }
         if left == 0 && out.len() + take <= COALESCE {
             out.extend_from_slice(&conn.buf[..take]);
             conn.buf.advance(take);
             let reusable = conn.buf.is_empty();
-            return if io.send(out).await { End::Complete { reusable } } else { End::ClientGone };
+            let len = out.len();
+            if !io.send(out).await {
+                return End::ClientGone;
+            }
+            progress.sent(len);
+            return End::Complete { reusable };
         }
-        if !out.is_empty() && !io.send(std::mem::take(&mut out)).await {
-            return End::ClientGone;
+        if !out.is_empty() {
+            let len = out.len();
+            if !io.send(std::mem::take(&mut out)).await {
+                return End::ClientGone;
+            }
+            progress.sent(len);
         }
         if take > 0 {
             let chunk = conn.buf.split_to(take).freeze();
             if !io.send(chunk).await {
                 return End::ClientGone;
             }
+            progress.sent(take);
         }
         if left == 0 {
             return End::Complete { reusable: conn.buf.is_empty() };
@@ -124,15 +190,20 @@ async fn relay_length(io: &mut ClientIo, conn: &mut Connection, mut out: BytesMu
     }
 }
 
-/// Moves what `conn.buf` holds into `out`, framed for the client.
-/// Returns true when the upstream body is complete.
+/// Moves what `conn.buf` holds into `out`, framed for the client, and shows
+/// the decoded bytes to the tap. Returns true when the upstream body is
+/// complete.
 fn frame(
     conn: &mut Connection,
     decoder: &mut Option<ChunkedDecoder>,
     out: &mut BytesMut,
     chunked_out: bool,
+    tap: &mut Option<Tap>,
 ) -> Result<bool, ()> {
-    let put = |out: &mut BytesMut, data: &[u8]| {
+    let mut put = |out: &mut BytesMut, data: &[u8]| {
+        if let Some(t) = tap.as_mut() {
+            t.observe(data);
+        }
         if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
     };
     match decoder {
@@ -150,6 +221,7 @@ fn frame(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay_stream(
     io: &mut ClientIo,
     conn: &mut Connection,
@@ -157,6 +229,8 @@ async fn relay_stream(
     chunked_in: bool,
     chunked_out: bool,
     deadline: Instant,
+    tap: &mut Option<Tap>,
+    progress: &mut Progress,
 ) -> End {
     let ClientIo { rd, wr, buf: client_buf } = io;
     let mut decoder = chunked_in.then(ChunkedDecoder::new);
@@ -170,7 +244,7 @@ async fn relay_stream(
     let mut watching = true;
 
     let end = loop {
-        let done = match frame(conn, &mut decoder, &mut out, chunked_out) {
+        let done = match frame(conn, &mut decoder, &mut out, chunked_out, tap) {
             Ok(done) => done,
             Err(()) => break End::UpstreamFailed,
         };
@@ -179,14 +253,20 @@ async fn relay_stream(
                 out.extend_from_slice(write::LAST_CHUNK);
             }
             let reusable = conn.buf.is_empty();
+            let len = out.len();
             let sent = wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
+            if sent {
+                progress.sent(len);
+            }
             break if sent { End::Complete { reusable } } else { End::ClientGone };
         }
         if !out.is_empty() {
+            let len = out.len();
             let (res, back) = wr.write_all(std::mem::take(&mut out)).await;
             if res.is_err() {
                 break End::ClientGone;
             }
+            progress.sent(len);
             out = back;
             out.clear();
         }
@@ -216,7 +296,11 @@ async fn relay_stream(
                 if chunked_out {
                     out.extend_from_slice(write::LAST_CHUNK);
                 }
+                let len = out.len();
                 let sent = out.is_empty() || wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
+                if sent {
+                    progress.sent(len);
+                }
                 break if sent { End::Complete { reusable: false } } else { End::ClientGone };
             }
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break End::UpstreamFailed,

@@ -19,6 +19,7 @@ use monoio::{
 
 use super::listener::ServerCtx;
 use crate::{
+    analytics::Record,
     error::GatewayError,
     http::{
         Version,
@@ -85,11 +86,33 @@ pub enum Handler {
 }
 
 impl Handler {
-    async fn handle(&self, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
+    async fn handle(
+        &self,
+        req: Request,
+        io: &mut ClientIo,
+        keep_alive: bool,
+        rec: Option<&mut Record>,
+    ) -> Result<Outcome, GatewayError> {
         match self {
-            Handler::Proxy(w) => crate::proxy::handle(w, req, io, keep_alive).await,
+            Handler::Proxy(w) => crate::proxy::handle(w, req, io, keep_alive, rec).await,
             Handler::Mock(m) => crate::mock::handle(m, req, io, keep_alive).await,
             Handler::Admin(a) => crate::admin::handle(a, req, io, keep_alive).await,
+        }
+    }
+}
+
+impl Handler {
+    /// Whether requests on this listener are accounted (the data listener).
+    fn records(&self) -> bool {
+        matches!(self, Handler::Proxy(w) if w.recorder.is_some())
+    }
+
+    fn finish(&self, rec: Option<Record>, started: Instant) {
+        if let (Handler::Proxy(w), Some(mut rec)) = (self, rec)
+            && let Some(recorder) = &w.recorder
+        {
+            rec.duration = started.elapsed();
+            recorder.record(rec);
         }
     }
 }
@@ -110,32 +133,45 @@ async fn run(ctx: &ServerCtx, handler: &Handler, io: &mut ClientIo, peer: Socket
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
+                let started = Instant::now();
                 let id = ctx.next_request_id();
-                respond_error(io, &e, Version::Http11, id, true).await;
+                let mut rec = handler.records().then(|| Record::unparsed(peer.ip(), &id));
+                let sent = respond_error(io, &e, Version::Http11, id, true).await;
+                note_error(rec.as_mut(), &e, sent);
+                handler.finish(rec, started);
                 return;
             }
         };
+        let started = Instant::now();
         let id = ctx.next_request_id();
         let version = head.version();
         let body = match read_body(ctx, io, &head).await {
             Ok(Some(body)) => body,
             Ok(None) => return,
             Err(e) => {
-                respond_error(io, &e, version, id, true).await;
+                let mut rec = handler.records().then(|| Record::begin(&head, peer.ip(), &id, 0));
+                let sent = respond_error(io, &e, version, id, true).await;
+                note_error(rec.as_mut(), &e, sent);
+                handler.finish(rec, started);
                 return;
             }
         };
         let keep_alive = head.keep_alive() && !ctx.draining();
-        let req = Request { head, body, peer, id, started: Instant::now() };
-        match handler.handle(req, io, keep_alive).await {
-            Ok(Outcome::Reusable) if keep_alive => continue,
+        let mut rec = handler.records().then(|| Record::begin(&head, peer.ip(), &id, body.len()));
+        let req = Request { head, body, peer, id, started };
+        let result = handler.handle(req, io, keep_alive, rec.as_mut()).await;
+        match result {
+            Ok(Outcome::Reusable) if keep_alive => handler.finish(rec, started),
             Ok(_) => {
+                handler.finish(rec, started);
                 let _ = io.wr.shutdown().await;
                 return;
             }
             Err(e) => {
                 let close = !keep_alive || e.closes_connection();
-                respond_error(io, &e, version, id, close).await;
+                let sent = respond_error(io, &e, version, id, close).await;
+                note_error(rec.as_mut(), &e, sent);
+                handler.finish(rec, started);
                 if close {
                     return;
                 }
@@ -144,12 +180,24 @@ async fn run(ctx: &ServerCtx, handler: &Handler, io: &mut ClientIo, peer: Socket
     }
 }
 
-async fn respond_error(io: &mut ClientIo, e: &GatewayError, version: Version, id: RequestId, close: bool) {
-    if !io.send(e.response(version, Some(id.as_bytes()), close)).await {
-        return;
+/// Writes the JSON error; returns the bytes sent (0 if the client is gone).
+async fn respond_error(io: &mut ClientIo, e: &GatewayError, version: Version, id: RequestId, close: bool) -> u64 {
+    let response = e.response(version, Some(id.as_bytes()), close);
+    let len = response.len() as u64;
+    if !io.send(response).await {
+        return 0;
     }
     if close {
         linger(io).await;
+    }
+    len
+}
+
+fn note_error(rec: Option<&mut Record>, e: &GatewayError, sent: u64) {
+    if let Some(rec) = rec {
+        rec.status = e.status();
+        rec.error = Some(e.code());
+        rec.bytes_out += sent;
     }
 }
 

@@ -15,6 +15,7 @@ use shutdown::Shutdown;
 
 use crate::{
     admin::AdminCtx,
+    analytics::{self, Analytics, recorder},
     config::{Config, IoDriver, Limits, ServerTimeouts, UpstreamUrl},
     mock::{MockOptions, MockServer},
     proxy,
@@ -63,7 +64,18 @@ pub fn spawn_service(
                 }
             };
             let ctx = Rc::new(ServerCtx::new(i, limits, timeouts, shutdown));
-            listener::serve(ctx, listener, make(i)).await;
+            let handler = make(i);
+            let recorder = match &handler {
+                Handler::Proxy(w) => w.recorder.clone(),
+                _ => None,
+            };
+            if let Some(r) = &recorder {
+                monoio::spawn(recorder::flush_loop(r.clone(), ctx.clone()));
+            }
+            listener::serve(ctx, listener, handler).await;
+            if let Some(r) = recorder {
+                r.flush(0);
+            }
         })?);
     }
     Ok((bound, Threads { handles }))
@@ -101,6 +113,9 @@ pub struct Running {
     /// The embedded mock provider(s), stopped after the workers drained.
     mocks: Vec<MockServer>,
     pub upstreams: Vec<Arc<Upstream>>,
+    pub analytics: Analytics,
+    analytics_stop: Arc<Shutdown>,
+    analytics_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -112,6 +127,13 @@ impl Running {
         self.admin.join();
         for m in self.mocks {
             m.stop();
+        }
+        // Every worker has sent its last delta and records: let the
+        // analytics and log threads finish what is queued and end.
+        self.analytics_stop.trigger();
+        drop(self.analytics);
+        for t in self.analytics_threads {
+            let _ = t.join();
         }
     }
 
@@ -147,6 +169,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     }
     resolve::spawn(upstreams.clone(), shutdown.clone()).map_err(StartError::Io)?;
 
+    let analytics_stop = Arc::new(Shutdown::new());
+    let (analytics, analytics_threads) = start_analytics(config, &analytics_stop)?;
     let shared = Arc::new(proxy::Shared::new(upstreams.clone()));
     let workers = config.server.workers.resolve();
     let data_svc = Service {
@@ -156,7 +180,11 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         timeouts: config.server.timeouts,
         shutdown: shutdown.clone(),
     };
-    let make: MakeHandler = Arc::new(move |_| Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone()))));
+    let for_workers = analytics.clone();
+    let make: MakeHandler = Arc::new(move |i| {
+        let recorder = Rc::new(recorder::Recorder::new(i, for_workers.clone()));
+        Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone(), Some(recorder))))
+    });
     let (addr, data) = spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers, make)
         .map_err(|source| StartError::Bind { what: "data", addr: config.server.listen, source })?;
 
@@ -170,7 +198,10 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         shutdown: admin_shutdown.clone(),
     };
     let ready = shutdown.clone();
-    let make: MakeHandler = Arc::new(move |_| Handler::Admin(Rc::new(AdminCtx { shutdown: ready.clone() })));
+    let for_admin = analytics.clone();
+    let make: MakeHandler = Arc::new(move |_| {
+        Handler::Admin(Rc::new(AdminCtx { shutdown: ready.clone(), analytics: Some(for_admin.clone()) }))
+    });
     let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
         Ok(started) => started,
         Err(source) => {
@@ -180,5 +211,37 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         }
     };
 
-    Ok(Running { addr, admin_addr, workers, shutdown, admin_shutdown, data, admin, mocks, upstreams })
+    Ok(Running {
+        addr,
+        admin_addr,
+        workers,
+        shutdown,
+        admin_shutdown,
+        data,
+        admin,
+        mocks,
+        upstreams,
+        analytics,
+        analytics_stop,
+        analytics_threads,
+    })
+}
+
+/// Channels, the collector thread and the log thread.
+fn start_analytics(
+    config: &Config,
+    stop: &Arc<Shutdown>,
+) -> Result<(Analytics, Vec<std::thread::JoinHandle<()>>), StartError> {
+    let (delta_tx, delta_rx) = crossbeam_channel::bounded(1024);
+    let (record_tx, record_rx) = crossbeam_channel::bounded(64 * 1024);
+    let state = Arc::new(std::sync::Mutex::new(analytics::State::new()));
+    let recent = Arc::new(std::sync::Mutex::new(analytics::log::Recent::default()));
+    let collector = analytics::Collector::spawn(delta_rx, state.clone(), stop.clone()).map_err(StartError::Io)?;
+    let writer = analytics::log::spawn(record_rx, recent.clone(), config.log.clone(), stop.clone()).map_err(|e| {
+        StartError::Provider(format!(
+            "request log {}: {e}",
+            config.log.path.as_deref().map_or("-".into(), |p| p.display().to_string())
+        ))
+    })?;
+    Ok((Analytics { deltas: delta_tx, records: record_tx, state, recent }, vec![collector, writer]))
 }

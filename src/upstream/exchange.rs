@@ -39,6 +39,8 @@ pub struct ResponseStart {
     pub conn: Connection,
     pub head: ParsedResponse,
     pub raw_head: Bytes,
+    /// Connections tried: 2 when a stale pooled one was retried.
+    pub attempts: u32,
 }
 
 enum Failure {
@@ -56,7 +58,9 @@ pub async fn start(
     deadline: Instant,
 ) -> Result<ResponseStart, GatewayError> {
     let mut fresh_only = false;
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let pooled = if fresh_only { None } else { pool.borrow_mut().take(up.index) };
         let conn = match pooled {
             Some(c) => c,
@@ -66,7 +70,7 @@ pub async fn start(
         let (result, back) = send(conn, up, req, deadline).await;
         req = back;
         match result {
-            Ok(start) => return Ok(start),
+            Ok(start) => return Ok(ResponseStart { attempts, ..start }),
             Err(Failure::NotSent(_)) if reused => fresh_only = true,
             Err(Failure::NoResponse(_)) if reused && req.idempotent => fresh_only = true,
             Err(Failure::NotSent(e) | Failure::NoResponse(e) | Failure::Fatal(e)) => return Err(e),
@@ -104,7 +108,7 @@ async fn send(
     let result = read_head(&mut conn, up, head_request, first_byte).await;
     let req = Outgoing { head, body, idempotent, head_request };
     match result {
-        Ok((parsed, raw_head)) => (Ok(ResponseStart { conn, head: parsed, raw_head }), req),
+        Ok((parsed, raw_head)) => (Ok(ResponseStart { conn, head: parsed, raw_head, attempts: 1 }), req),
         Err(f) => (Err(f), req),
     }
 }

@@ -29,6 +29,8 @@ pub const CREDENTIAL_HEADERS: [&[u8]; 4] = [b"authorization", b"x-api-key", b"ap
 pub struct Upstream {
     pub index: usize,
     pub name: String,
+    /// The name as the analytics label (shared, never copied per request).
+    pub label: std::sync::Arc<str>,
     pub kind: ProviderKind,
     pub url: UpstreamUrl,
     pub timeouts: UpstreamTimeouts,
@@ -100,6 +102,7 @@ impl Upstream {
         Ok(Upstream {
             index,
             name: p.name.clone(),
+            label: std::sync::Arc::from(p.name.as_str()),
             kind: p.kind,
             timeouts: p.timeouts,
             pool: p.pool,

@@ -1,0 +1,232 @@
+//! `/metrics` (Prometheus text format 0.0.4), `/admin/stats` and
+//! `/admin/logs` (JSON), rendered from the collector's state.
+
+use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+
+use super::{Counters, HistKey, Hists, State, log::Recent};
+
+/// Histogram buckets, in seconds.
+const BUCKETS: [f64; 18] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn metrics(s: &State, log_total: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut sorted: Vec<_> = s.totals.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+
+    out.push_str("# HELP aigw_requests_total Requests answered, by provider, model, status and cache status.\n");
+    out.push_str("# TYPE aigw_requests_total counter\n");
+    for (k, c) in &sorted {
+        let _ = writeln!(
+            out,
+            "aigw_requests_total{{provider=\"{}\",model=\"{}\",status=\"{}\",cache=\"{}\"}} {}",
+            esc(&k.provider),
+            esc(&k.model),
+            k.status,
+            k.cache,
+            c.requests
+        );
+    }
+
+    // Tokens and cost per provider and model (summed over status and cache).
+    let mut by_model: HashMap<(Arc<str>, Arc<str>), Counters> = HashMap::new();
+    for (k, c) in &sorted {
+        by_model.entry((k.provider.clone(), k.model.clone())).or_default().add(c);
+    }
+    let mut models: Vec<_> = by_model.into_iter().collect();
+    models.sort_by(|a, b| a.0.cmp(&b.0));
+    out.push_str(
+        "# HELP aigw_tokens_total Tokens by direction: input (not read from a prompt cache), output, cached_input.\n",
+    );
+    out.push_str("# TYPE aigw_tokens_total counter\n");
+    for ((p, m), c) in &models {
+        for (dir, n) in
+            [("input", c.input_tokens), ("output", c.output_tokens), ("cached_input", c.cached_input_tokens)]
+        {
+            let _ = writeln!(
+                out,
+                "aigw_tokens_total{{provider=\"{}\",model=\"{}\",direction=\"{dir}\"}} {n}",
+                esc(p),
+                esc(m)
+            );
+        }
+    }
+    out.push_str("# HELP aigw_cost_usd_total Cost computed from usage and the price table, in USD.\n");
+    out.push_str("# TYPE aigw_cost_usd_total counter\n");
+    for ((p, m), c) in &models {
+        let _ = writeln!(out, "aigw_cost_usd_total{{provider=\"{}\",model=\"{}\"}} {}", esc(p), esc(m), c.cost_usd);
+    }
+
+    let mut hists: Vec<_> = s.hists.iter().collect();
+    hists.sort_by(|a, b| a.0.cmp(b.0));
+    histogram(
+        &mut out,
+        "aigw_request_duration_seconds",
+        "Whole request, first byte in to last byte out.",
+        &hists,
+        |h| &h.duration,
+    );
+    histogram(
+        &mut out,
+        "aigw_ttfb_seconds",
+        "From the request to the first response byte sent to the client.",
+        &hists,
+        |h| &h.ttfb,
+    );
+
+    out.push_str("# HELP aigw_upstream_attempts_total Upstream attempts by outcome.\n");
+    out.push_str("# TYPE aigw_upstream_attempts_total counter\n");
+    let mut attempts: Vec<_> = s.attempts.iter().collect();
+    attempts.sort();
+    for ((p, outcome), n) in attempts {
+        let _ = writeln!(out, "aigw_upstream_attempts_total{{provider=\"{}\",outcome=\"{outcome}\"}} {n}", esc(p));
+    }
+    out.push_str(
+        "# HELP aigw_log_records_dropped_total Request-log records dropped because the log channel was full.\n",
+    );
+    out.push_str("# TYPE aigw_log_records_dropped_total counter\n");
+    let _ = writeln!(out, "aigw_log_records_dropped_total {}", s.records_dropped);
+    out.push_str("# HELP aigw_log_records_total Request-log records written.\n");
+    out.push_str("# TYPE aigw_log_records_total counter\n");
+    let _ = writeln!(out, "aigw_log_records_total {log_total}");
+    out.push_str("# HELP aigw_connections_open Open connections, client side and upstream side.\n");
+    out.push_str("# TYPE aigw_connections_open gauge\n");
+    let (client, upstream) = s.open.values().fold((0, 0), |(a, b), (c, u)| (a + c, b + u));
+    let _ = writeln!(out, "aigw_connections_open{{side=\"client\"}} {client}");
+    let _ = writeln!(out, "aigw_connections_open{{side=\"upstream\"}} {upstream}");
+    out
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    hists: &[(&HistKey, &Hists)],
+    pick: impl Fn(&Hists) -> &hdrhistogram::Histogram<u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (k, h) in hists {
+        let h = pick(h);
+        let labels = format!("provider=\"{}\",model=\"{}\"", esc(&k.provider), esc(&k.model));
+        for le in BUCKETS {
+            let upto = (le * 1e6) as u64;
+            let n: u64 = h.iter_recorded().filter(|v| v.value_iterated_to() <= upto).map(|v| v.count_at_value()).sum();
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
+        let sum =
+            h.iter_recorded().fold(0.0, |a, v| a + v.value_iterated_to() as f64 * v.count_at_value() as f64) / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+    }
+}
+
+fn pcts(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({ "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99) })
+}
+
+fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey, Hists>) -> serde_json::Value {
+    let mut by_model: HashMap<HistKey, (Counters, u64)> = HashMap::new();
+    for (k, c) in counters {
+        let e = by_model.entry(HistKey { provider: k.provider.clone(), model: k.model.clone() }).or_default();
+        e.0.add(c);
+        if k.status >= 400 {
+            e.1 += c.requests;
+        }
+    }
+    let mut keys: Vec<_> = by_model.keys().cloned().collect();
+    keys.sort();
+    let rows: Vec<_> = keys
+        .iter()
+        .filter_map(|k| {
+            let (c, errors) = by_model.get(k)?;
+            let h = hists.get(k);
+            Some(serde_json::json!({
+                "provider": &*k.provider,
+                "model": &*k.model,
+                "requests": c.requests,
+                "errors": errors,
+                "error_rate": if c.requests > 0 { *errors as f64 / c.requests as f64 } else { 0.0 },
+                "cache_hit_rate": 0.0,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "cached_input_tokens": c.cached_input_tokens,
+                "estimated": c.estimated,
+                "cost_usd": c.cost_usd,
+                "duration_ms": h.map_or(serde_json::Value::Null, |h| pcts(&h.duration)),
+                "ttfb_ms": h.map_or(serde_json::Value::Null, |h| pcts(&h.ttfb)),
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// Totals and per provider/model rows for the last minute, the last hour and
+/// since start.
+pub fn stats(s: &State) -> String {
+    let now = s.bucket_now();
+    let window = |buckets: u64| {
+        let mut counters: HashMap<super::SeriesKey, Counters> = HashMap::new();
+        let mut hists: HashMap<HistKey, Hists> = HashMap::new();
+        for b in s.buckets.iter().filter(|b| b.index + buckets > now) {
+            for (k, c) in &b.counters {
+                counters.entry(k.clone()).or_default().add(c);
+            }
+            for (k, h) in &b.hists {
+                hists.entry(k.clone()).or_default().add(h);
+            }
+        }
+        rows(&counters, &hists)
+    };
+    let mut total = Counters::default();
+    let mut errors = 0;
+    for (k, c) in &s.totals {
+        total.add(c);
+        if k.status >= 400 {
+            errors += c.requests;
+        }
+    }
+    let per_minute = 60 / super::collector::BUCKET.as_secs();
+    serde_json::json!({
+        "uptime_s": s.started.elapsed().as_secs(),
+        "totals": {
+            "requests": total.requests,
+            "errors": errors,
+            "error_rate": if total.requests > 0 { errors as f64 / total.requests as f64 } else { 0.0 },
+            "cache_hit_rate": 0.0,
+            "input_tokens": total.input_tokens,
+            "output_tokens": total.output_tokens,
+            "cached_input_tokens": total.cached_input_tokens,
+            "cost_usd": total.cost_usd,
+            "log_records_dropped": s.records_dropped,
+        },
+        "last_1m": window(per_minute),
+        "last_1h": window(per_minute * 60),
+        "since_start": rows(&s.totals, &s.hists),
+    })
+    .to_string()
+}
+
+/// The most recent records, newest first, filtered by exact matches.
+pub fn logs(r: &Recent, limit: usize, provider: Option<&str>, model: Option<&str>, status: Option<u16>) -> String {
+    let data: Vec<_> = r
+        .records
+        .iter()
+        .rev()
+        .filter(|rec| provider.is_none_or(|p| rec.provider.as_deref() == Some(p)))
+        .filter(|rec| model.is_none_or(|m| rec.model.as_deref() == Some(m)))
+        .filter(|rec| status.is_none_or(|s| rec.status == s))
+        .take(limit)
+        .map(super::Record::to_json)
+        .collect();
+    serde_json::json!({ "object": "list", "data": data }).to_string()
+}

@@ -1,0 +1,162 @@
+//! The request log: one JSON line per request, written by its own thread to
+//! a file with size-based rotation, and the most recent records kept for
+//! `/admin/logs`. Credentials never reach a record: it holds no headers
+//! other than the validated `x-aigw-metadata`.
+
+use std::{
+    collections::VecDeque,
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use super::Record;
+use crate::{config::LogConfig, server::shutdown::Shutdown};
+
+/// Records kept in memory for `/admin/logs`.
+pub const RECENT: usize = 1000;
+
+#[derive(Debug, Default)]
+pub struct Recent {
+    pub records: VecDeque<Record>,
+    /// Records written since start (file or not).
+    pub total: u64,
+}
+
+impl Record {
+    pub fn to_json(&self) -> serde_json::Value {
+        let u = self.usage.unwrap_or_default();
+        let has_usage = self.usage.is_some();
+        serde_json::json!({
+            "ts": self.ts_unix_ms,
+            "request_id": self.request_id,
+            "client_key_id": null,
+            "client_ip": self.client_ip.to_string(),
+            "method": self.method,
+            "path": self.path,
+            "provider": self.provider.as_deref(),
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "cache": self.cache,
+            "attempts": self.attempts,
+            "input_tokens": has_usage.then_some(u.input),
+            "output_tokens": has_usage.then_some(u.output),
+            "cached_input_tokens": has_usage.then_some(u.cached_input),
+            "cache_write_tokens": has_usage.then_some(u.cache_write),
+            "estimated": self.estimated,
+            "cost_usd": self.cost_usd,
+            "ttfb_ms": self.ttfb.map(|d| d.as_secs_f64() * 1000.0),
+            "duration_ms": self.duration.as_secs_f64() * 1000.0,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "error": self.error,
+            "metadata": self.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+        })
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    file: BufWriter<File>,
+    size: u64,
+}
+
+impl Writer {
+    fn open(cfg: &LogConfig, path: &Path) -> std::io::Result<Writer> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path: path.to_path_buf(),
+            max_bytes: cfg.max_bytes,
+            keep: cfg.keep,
+            file: BufWriter::new(file),
+            size,
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// aigw.log → aigw.log.1 → … → aigw.log.KEEP (the oldest is removed).
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        let name = |i: usize| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        let _ = std::fs::remove_file(name(self.keep));
+        for i in (1..self.keep).rev() {
+            let _ = std::fs::rename(name(i), name(i + 1));
+        }
+        if self.keep > 0 {
+            std::fs::rename(&self.path, name(1))?;
+        } else {
+            std::fs::remove_file(&self.path)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = BufWriter::new(file);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Starts the log thread. It ends once `stop` is triggered (after the
+/// workers finished) and the queue is empty, or when every sender is gone.
+pub fn spawn(
+    rx: crossbeam_channel::Receiver<Record>,
+    recent: Arc<Mutex<Recent>>,
+    cfg: LogConfig,
+    stop: Arc<Shutdown>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut writer = match &cfg.path {
+        Some(path) => Some(Writer::open(&cfg, path)?),
+        None => None,
+    };
+    std::thread::Builder::new().name("aigw-log".into()).spawn(move || {
+        let mut line = Vec::with_capacity(1024);
+        loop {
+            let first = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(r) => r,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if stop.is_triggered() => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(4096));
+            if let Some(w) = writer.as_mut() {
+                for rec in &batch {
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &rec.to_json()).is_ok() {
+                        line.push(b'\n');
+                        if let Err(e) = w.write(&line) {
+                            log::error!("request log {}: {e}", w.path.display());
+                        }
+                    }
+                }
+                let _ = w.file.flush();
+            }
+            let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+            r.total += batch.len() as u64;
+            for rec in batch {
+                if r.records.len() == RECENT {
+                    r.records.pop_front();
+                }
+                r.records.push_back(rec);
+            }
+        }
+        if let Some(mut w) = writer {
+            let _ = w.file.flush();
+        }
+    })
+}

@@ -1,0 +1,195 @@
+//! Accounting for every request, off the hot path.
+//!
+//! Each worker aggregates locally (`recorder.rs`: counters and HDR
+//! histograms, no shared atomics or locks per request) and ships deltas
+//! every 250 ms, plus one record per request, over bounded crossbeam
+//! channels. One collector thread merges deltas (`collector.rs`) for
+//! `/metrics` and `/admin/stats` (`exposition.rs`); one log thread writes
+//! the request log and keeps the recent records for `/admin/logs`
+//! (`log.rs`). A full channel never blocks a worker: records are dropped and
+//! counted; deltas stay in the worker and go with the next flush.
+
+mod collector;
+pub mod exposition;
+pub mod log;
+pub mod recorder;
+pub mod request_body;
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub use collector::{Collector, State};
+use hdrhistogram::Histogram;
+
+use crate::{http::request::RequestHead, server::conn::RequestId, tap::Usage};
+
+/// One request, as the log and the aggregates see it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub ts_unix_ms: u64,
+    pub request_id: String,
+    pub client_ip: IpAddr,
+    pub method: String,
+    pub path: String,
+    /// Provider name; None when the request never reached routing.
+    pub provider: Option<Arc<str>>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub cache: &'static str,
+    pub attempts: u32,
+    pub usage: Option<Usage>,
+    pub estimated: bool,
+    pub cost_usd: Option<f64>,
+    pub ttfb: Option<Duration>,
+    pub duration: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The gateway's error code, when the gateway answered with an error
+    /// or the response was cut short.
+    pub error: Option<&'static str>,
+    /// `x-aigw-metadata`, validated as a flat JSON object of ≤ 5 entries.
+    pub metadata: Option<String>,
+}
+
+impl Record {
+    fn empty(peer: IpAddr, id: &RequestId) -> Record {
+        Record {
+            ts_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            request_id: id.as_str().to_string(),
+            client_ip: peer,
+            method: String::new(),
+            path: String::new(),
+            provider: None,
+            model: None,
+            stream: false,
+            status: 0,
+            cache: "none",
+            attempts: 0,
+            usage: None,
+            estimated: false,
+            cost_usd: None,
+            ttfb: None,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+            metadata: None,
+        }
+    }
+
+    /// A record for a request whose head parsed.
+    pub fn begin(head: &RequestHead, peer: IpAddr, id: &RequestId, body_len: usize) -> Record {
+        let target = head.target();
+        let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
+        Record {
+            method: String::from_utf8_lossy(head.method()).into_owned(),
+            path: String::from_utf8_lossy(path).into_owned(),
+            bytes_in: (head.len() + body_len) as u64,
+            ..Record::empty(peer, id)
+        }
+    }
+
+    /// A record for bytes that never made a valid request head.
+    pub fn unparsed(peer: IpAddr, id: &RequestId) -> Record {
+        Record { method: "-".into(), path: "-".into(), ..Record::empty(peer, id) }
+    }
+}
+
+/// Series of the request counters: one per provider, model, status, cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    pub status: u16,
+    pub cache: &'static str,
+}
+
+/// Series of the latency histograms: one per provider and model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub estimated: u64,
+    pub cost_usd: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.requests += o.requests;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cached_input_tokens += o.cached_input_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
+        self.estimated += o.estimated;
+        self.cost_usd += o.cost_usd;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// Latency histograms in microseconds, 1 µs to 1 hour, 2 significant digits.
+#[derive(Debug, Clone)]
+pub struct Hists {
+    pub duration: Histogram<u64>,
+    pub ttfb: Histogram<u64>,
+    pub upstream: Histogram<u64>,
+}
+
+impl Hists {
+    pub fn new() -> Hists {
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant, valid histogram bounds");
+        Hists { duration: h(), ttfb: h(), upstream: h() }
+    }
+
+    pub fn add(&mut self, o: &Hists) {
+        let _ = self.duration.add(&o.duration);
+        let _ = self.ttfb.add(&o.ttfb);
+        let _ = self.upstream.add(&o.upstream);
+    }
+}
+
+impl Default for Hists {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One worker's aggregates since its previous flush.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub worker: usize,
+    pub counters: Vec<(SeriesKey, Counters)>,
+    pub hists: Vec<(HistKey, Hists)>,
+    /// (provider, outcome) → attempts.
+    pub attempts: Vec<((Arc<str>, &'static str), u64)>,
+    pub records_dropped: u64,
+    /// Gauges: this worker's open client and upstream connections.
+    pub open_client: u64,
+    pub open_upstream: u64,
+}
+
+/// Handles the workers and admin listener share.
+#[derive(Clone)]
+pub struct Analytics {
+    pub deltas: crossbeam_channel::Sender<Delta>,
+    pub records: crossbeam_channel::Sender<Record>,
+    pub state: Arc<Mutex<State>>,
+    pub recent: Arc<Mutex<log::Recent>>,
+}

@@ -1,0 +1,159 @@
+//! `model` and `stream` from a request body, without parsing it.
+//!
+//! Prompts can be hundreds of kilobytes; a full parse on every request to
+//! read two fields would cost more than proxying. This walks the top-level
+//! object only, skipping every other value (strings by memchr), and stops
+//! once both keys are found. Nested keys of the same names (a tool schema's
+//! `"model"` property, say) are never mistaken for the top-level ones.
+
+/// What the request asked for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+pub fn scan(body: &[u8]) -> RequestInfo {
+    let mut info = RequestInfo::default();
+    let _ = scan_object(body, &mut info);
+    info
+}
+
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string starting at `i` (which is a quote).
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[j] == b'"' {
+            return Some(j + 1);
+        }
+        i = j + 2;
+    }
+}
+
+/// Index just past the value starting at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let end = b[i..].iter().position(|&c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            Some(i + end)
+        }
+    }
+}
+
+fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
+    let mut i = ws(b, 0);
+    if *b.get(i)? != b'{' {
+        return None;
+    }
+    i += 1;
+    let (mut have_model, mut have_stream) = (false, false);
+    loop {
+        i = ws(b, i);
+        match *b.get(i)? {
+            b'}' => return Some(()),
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = skip_string(b, i)?;
+        let key = &b[i + 1..key_end - 1];
+        i = ws(b, key_end);
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let value_end = skip_value(b, i)?;
+        let value = &b[i..value_end];
+        match key {
+            b"model" if value.first() == Some(&b'"') => {
+                info.model = serde_json::from_slice::<String>(value).ok();
+                have_model = true;
+            }
+            b"stream" => {
+                info.stream = value == b"true";
+                have_stream = true;
+            }
+            _ => {}
+        }
+        if have_model && have_stream {
+            return Some(());
+        }
+        i = value_end;
+    }
+}
+
+/// Gemini names the model in the path: `/v1beta/models/{model}:{method}`.
+pub fn gemini_path(path: &[u8]) -> Option<RequestInfo> {
+    let path = &path[..path.iter().position(|&c| c == b'?').unwrap_or(path.len())];
+    let at = memchr::memmem::find(path, b"/models/")? + 8;
+    let rest = &path[at..];
+    let colon = memchr::memchr(b':', rest)?;
+    Some(RequestInfo {
+        model: std::str::from_utf8(&rest[..colon]).ok().map(str::to_string),
+        stream: &rest[colon + 1..] == b"streamGenerateContent",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_top_level_model_and_stream() {
+        let body = br#"{"messages":[{"role":"user","content":"the \"model\": \"x\" and {\"stream\":true}"}],"tools":[{"function":{"parameters":{"properties":{"model":{"type":"string"}}}}}],"model":"gpt-4o-mini","stream": true}"#;
+        assert_eq!(scan(body), RequestInfo { model: Some("gpt-4o-mini".into()), stream: true });
+        assert_eq!(scan(br#" { "model" : "a\u00e9\"b" } "#).model.as_deref(), Some("a\u{e9}\"b"));
+        assert_eq!(scan(br#"{"stream":false,"model":"m"}"#), RequestInfo { model: Some("m".into()), stream: false });
+    }
+
+    #[test]
+    fn tolerates_anything() {
+        for bad in [&b""[..], b"[]", b"{", b"{\"model\"", b"{\"model\":", b"{\"a\":[1,2", b"not json", b"{\"model\":5}"]
+        {
+            assert_eq!(scan(bad).model, None, "{bad:?}");
+        }
+        assert_eq!(scan(br#"{"model":"m","x":"#).model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn gemini_model_from_path() {
+        let i = gemini_path(b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
+        assert_eq!(i, Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true }));
+        let i = gemini_path(b"/v1beta/models/gemini-2.5-pro:generateContent");
+        assert_eq!(i.map(|i| i.stream), Some(false));
+        assert_eq!(gemini_path(b"/v1/chat/completions"), None);
+    }
+}
