@@ -50,7 +50,6 @@ pub async fn handle(
     mut rec: Option<&mut Record>,
 ) -> Result<Outcome, GatewayError> {
     let (up, rest) = route(w, req.head.target())?;
-    let metadata = metadata(&req)?;
     if let Some(r) = rec.as_deref_mut() {
         let info = match up.kind {
             ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
@@ -59,6 +58,9 @@ pub async fn handle(
         r.provider = Some(up.label.clone());
         r.model = info.model;
         r.stream = info.stream;
+    }
+    let metadata = metadata(&req)?;
+    if let Some(r) = rec.as_deref_mut() {
         r.metadata = metadata;
     }
     if let Some(reason) = &up.unavailable {

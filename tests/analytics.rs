@@ -1,0 +1,136 @@
+//! Accounting end to end: every request counted exactly once in /metrics
+//! and in the request log, with the tokens the mock reported.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[test]
+fn totals_and_log_lines_match_what_was_sent() {
+    let m = mock();
+    let dir = std::env::temp_dir().join(format!("aigw-analytics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("requests.log");
+    let _ = std::fs::remove_file(&log_path);
+    let toml = format!("[log]\npath = \"{}\"\n{}", log_path.display(), provider("mock", "mock", m.addr));
+    let gw = Gateway::start("", &toml);
+    let addr = gw.addr;
+
+    const CONNS: usize = 64;
+    const PER_CONN: usize = 32;
+    let threads: Vec<_> = (0..CONNS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut prompt_tokens = 0u64;
+                for i in 0..PER_CONN {
+                    let body = if (c + i) % 2 == 0 {
+                        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"req {c} {i}"}}]}}"#)
+                    } else {
+                        format!(
+                            r#"{{"model":"gpt-4o-mini","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"req {c} {i}"}}]}}"#
+                        )
+                    };
+                    prompt_tokens += (body.len() / 4).max(1) as u64;
+                    client.send(&post("/mock/v1/chat/completions", &body));
+                    assert_eq!(client.read_response().status, 200);
+                }
+                prompt_tokens
+            })
+        })
+        .collect();
+    let prompt_tokens: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let total = (CONNS * PER_CONN) as f64;
+
+    let mut text = String::new();
+    let settled = eventually(Duration::from_secs(10), || {
+        text = String::from_utf8(roundtrip(gw.admin, &get("/metrics")).body).unwrap();
+        metric(&text, "aigw_requests_total{") == total
+    });
+    assert!(settled, "requests_total never reached {total}:\n{text}");
+    assert_eq!(metric(&text, "aigw_requests_total{provider=\"mock\",model=\"gpt-4o-mini\",status=\"200\""), total);
+    assert_eq!(
+        metric(&text, "aigw_tokens_total{provider=\"mock\",model=\"gpt-4o-mini\",direction=\"output\"}"),
+        total * 16.0
+    );
+    assert_eq!(
+        metric(&text, "aigw_tokens_total{provider=\"mock\",model=\"gpt-4o-mini\",direction=\"input\"}"),
+        prompt_tokens as f64
+    );
+    assert_eq!(metric(&text, "aigw_request_duration_seconds_count{provider=\"mock\""), total);
+    assert_eq!(metric(&text, "aigw_log_records_dropped_total"), 0.0);
+    assert_eq!(m.requests(), CONNS as u64 * PER_CONN as u64);
+
+    // One log line per request, each a JSON record with its usage.
+    let lines = || std::fs::read_to_string(&log_path).map(|t| t.lines().count()).unwrap_or(0);
+    assert!(eventually(Duration::from_secs(10), || lines() == CONNS * PER_CONN), "log has {} lines", lines());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let mut streams = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["output_tokens"], 16, "{line}");
+        assert_eq!(v["provider"], "mock");
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["request_id"].as_str().map(str::len), Some(24));
+        streams += usize::from(v["stream"] == true);
+    }
+    assert_eq!(streams, CONNS * PER_CONN / 2);
+
+    let stats = roundtrip(gw.admin, &get("/admin/stats")).json();
+    assert_eq!(stats["totals"]["requests"], CONNS * PER_CONN);
+    assert_eq!(stats["since_start"][0]["output_tokens"], CONNS * PER_CONN * 16);
+    assert!(stats["last_1m"][0]["duration_ms"]["p99"].as_f64().is_some());
+}
+
+#[test]
+fn errors_and_metadata_are_recorded_and_filterable() {
+    let m = mock();
+    let gw = Gateway::start("", &provider("mock", "mock", m.addr));
+    let mut c = Client::connect(gw.addr);
+    c.send(&post_with(
+        "/mock/v1/chat/completions",
+        CHAT,
+        "x-aigw-metadata: {\"team\":\"search\",\"n\":3}\r\nAuthorization: Bearer sk-secret-client\r\n",
+    ));
+    assert_eq!(c.read_response().status, 200);
+    c.send(&post_with("/mock/v1/chat/completions", CHAT, "x-aigw-metadata: [1,2]\r\n"));
+    let r = c.read_response();
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_header"));
+    c.send(&get("/nope/v1/models"));
+    assert_eq!(c.read_response().status, 404);
+    c.send(b"GET /mock/v1/models HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(c.read_response().status, 400);
+
+    assert!(eventually(Duration::from_secs(5), || {
+        roundtrip(gw.admin, &get("/admin/logs")).json()["data"].as_array().map(Vec::len) == Some(4)
+    }));
+    let logs = roundtrip(gw.admin, &get("/admin/logs?status=200")).json();
+    let data = logs["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["metadata"]["team"], "search");
+    assert_eq!(data[0]["input_tokens"], (CHAT.len() / 4) as u64);
+    let all = roundtrip(gw.admin, &get("/admin/logs?limit=10")).body;
+    assert!(!String::from_utf8_lossy(&all).contains("sk-secret-client"), "a credential reached the log");
+    let bad = roundtrip(gw.admin, &get("/admin/logs?status=400")).json();
+    let codes: Vec<_> =
+        bad["data"].as_array().unwrap().iter().map(|r| r["error"].as_str().unwrap().to_string()).collect();
+    assert_eq!(codes, ["bad_request", "invalid_header"]);
+    let by_provider = roundtrip(gw.admin, &get("/admin/logs?provider=mock")).json();
+    assert_eq!(by_provider["data"].as_array().unwrap().len(), 2);
+
+    let metrics = String::from_utf8(roundtrip(gw.admin, &get("/metrics")).body).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let t = String::from_utf8(roundtrip(gw.admin, &get("/metrics")).body).unwrap();
+            metric(&t, "aigw_requests_total{") == 4.0
+        }),
+        "{metrics}"
+    );
+}
