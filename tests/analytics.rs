@@ -65,6 +65,10 @@ fn totals_and_log_lines_match_what_was_sent() {
         prompt_tokens as f64
     );
     assert_eq!(metric(&text, "aigw_request_duration_seconds_count{provider=\"mock\""), total);
+    // gpt-4o-mini from the built-in price table: $0.15 / 1M in, $0.60 / 1M out.
+    let cost = metric(&text, "aigw_cost_usd_total{provider=\"mock\",model=\"gpt-4o-mini\"}");
+    let expected = (prompt_tokens as f64 * 0.15 + total * 16.0 * 0.60) / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
     assert_eq!(metric(&text, "aigw_log_records_dropped_total"), 0.0);
     assert_eq!(m.requests(), CONNS as u64 * PER_CONN as u64);
 

@@ -12,6 +12,7 @@
 mod collector;
 pub mod exposition;
 pub mod log;
+pub mod pricing;
 pub mod recorder;
 pub mod request_body;
 

@@ -20,6 +20,8 @@ pub struct Config {
     /// In file order; a provider's index is its id on the hot path.
     pub providers: Vec<Provider>,
     pub log: LogConfig,
+    /// `[pricing."MODEL"]` overrides on top of the built-in price table.
+    pub pricing: std::collections::BTreeMap<String, crate::analytics::pricing::Price>,
 }
 
 /// `[log]`: the request log file.
@@ -172,7 +174,7 @@ impl Errors {
 }
 
 /// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth", "pricing"];
+const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth"];
 
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
@@ -196,11 +198,28 @@ impl Config {
         let mut errors = Errors(Vec::new());
         let mut server = None;
         let mut raw_log = None;
+        let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
             match key.as_str() {
                 "server" => server = section::<RawServer>(&mut errors, "server", value),
                 "log" => raw_log = section::<RawLog>(&mut errors, "log", value),
+                "pricing" => match value {
+                    toml::Value::Table(t) => {
+                        for (model, v) in t {
+                            let path = format!("pricing.\"{model}\"");
+                            if let Some(p) = section::<crate::analytics::pricing::Price>(&mut errors, &path, v) {
+                                let prices = [Some(p.input), Some(p.output), p.cached_input, p.cache_write];
+                                if prices.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+                                    errors.push(path, "prices must be finite and not negative");
+                                } else {
+                                    pricing.insert(model, p);
+                                }
+                            }
+                        }
+                    }
+                    _ => errors.push("pricing", "must be a table of [pricing.\"MODEL\"] sections"),
+                },
                 "providers" => match value {
                     toml::Value::Table(t) => {
                         for (name, v) in t {
@@ -232,7 +251,7 @@ impl Config {
             errors.push("log.max_bytes", "must be at least 4096");
         }
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => Ok(Config { server, providers, log }),
+            (Some(server), true) => Ok(Config { server, providers, log, pricing }),
             _ => Err(ConfigErrors(errors.0)),
         }
     }

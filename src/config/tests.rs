@@ -93,6 +93,9 @@ fn each_rejection_names_its_key() {
     assert_rejects("[providers.\"a/b\"]\nkind = \"mock\"\n", "providers.a/b");
     assert_rejects("[cache]\ndefault_ttl = \"0s\"\n", "cache");
     assert_rejects(&format!("[log]\nmax_bytes = 10\n{MOCK}"), "log.max_bytes");
+    assert_rejects(&format!("[pricing.\"m\"]\ninput = -1.0\noutput = 1.0\n{MOCK}"), "pricing.\"m\"");
+    assert_rejects(&format!("[pricing.\"m\"]\ninput = 1.0\n{MOCK}"), "pricing.\"m\"");
+    assert_rejects(&format!("[pricing.\"m\"]\ninput = 1.0\noutput = 1.0\nextra = 2.0\n{MOCK}"), "pricing.\"m\".extra");
     assert_rejects(&format!("[log]\nfile = \"x\"\n{MOCK}"), "log.file");
     assert_rejects("[whatever]\n", "whatever");
     assert_rejects("[server]\n", "providers");

@@ -7,7 +7,7 @@ mod relay;
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::{
-    analytics::{Record, recorder::Recorder, request_body},
+    analytics::{Record, pricing::PriceTable, recorder::Recorder, request_body},
     config::ProviderKind,
     error::GatewayError,
     server::conn::{ClientIo, Outcome, Request},
@@ -18,12 +18,13 @@ use crate::{
 pub struct Shared {
     pub upstreams: Vec<Arc<Upstream>>,
     by_name: HashMap<String, usize>,
+    pub prices: PriceTable,
 }
 
 impl Shared {
-    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable) -> Self {
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name }
+        Self { upstreams, by_name, prices }
     }
 }
 

@@ -112,6 +112,10 @@ pub async fn relay(
         rec.bytes_out = progress.bytes_out;
         rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
         rec.usage = tap.as_mut().and_then(|t| t.finish().usage);
+        rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
+            (Some(u), Some(model)) => w.shared.prices.cost(model, u),
+            _ => None,
+        };
         rec.error = match end {
             End::Complete { .. } => None,
             End::UpstreamFailed => Some("upstream_cut_short"),

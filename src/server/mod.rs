@@ -171,7 +171,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
 
     let analytics_stop = Arc::new(Shutdown::new());
     let (analytics, analytics_threads) = start_analytics(config, &analytics_stop)?;
-    let shared = Arc::new(proxy::Shared::new(upstreams.clone()));
+    let prices = analytics::pricing::PriceTable::new(&config.pricing).map_err(StartError::Provider)?;
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices));
     let workers = config.server.workers.resolve();
     let data_svc = Service {
         name: "aigw",
