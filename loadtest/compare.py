@@ -142,13 +142,24 @@ class Setup:
         )
         self.aigw = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw.toml")], a.gw_cpus, "aigw")
         wait_port(self.aigw_port)
+        # The same gateway with per-request accounting off, for its cost.
+        self.bare_port, bare_admin = free_port(), free_port()
+        (self.dir / "aigw-bare.toml").write_text(
+            (self.dir / "aigw.toml").read_text()
+            .replace(f"127.0.0.1:{self.aigw_port}", f"127.0.0.1:{self.bare_port}")
+            .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{bare_admin}")
+            .replace("pin_workers = false\n", "pin_workers = false\nanalytics = false\n")
+        )
+        self.bare = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-bare.toml")], a.gw_cpus, "aigw-bare")
+        wait_port(self.bare_port)
         time.sleep(1.0)
         self.urls = {
             "direct": f"http://127.0.0.1:{self.mock_port}/v1/chat/completions",
             "nginx": f"http://127.0.0.1:{self.nginx_port}/mock/v1/chat/completions",
             "aigw": f"http://127.0.0.1:{self.aigw_port}/mock/v1/chat/completions",
+            "aigw-no-analytics": f"http://127.0.0.1:{self.bare_port}/mock/v1/chat/completions",
         }
-        self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid}
+        self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid, "aigw-no-analytics": self.bare.pid}
 
     def stop(self):
         for p in self.procs:
@@ -254,6 +265,13 @@ def main():
             ok = [v["rps"] for v in sweep[n].values() if v["errors"] == 0 and (bound_us is None or v["p99"] < bound_us)]
             return max(ok) if ok else 0.0
 
+        # --- what the tap and analytics cost: same gateway, on vs off ---
+        ab = {"aigw": [], "aigw-no-analytics": []}
+        for rep in range(max(args.reps, 3)):
+            for n in rotated(list(ab), rep):
+                ab[n].append(wrk(setup, n, args.cpu_conc, args.duration)["rps"])
+        ab_on, ab_off = median(ab["aigw"]), median(ab["aigw-no-analytics"])
+
         # --- streaming latency (paced) ---
         st = {n: [] for n in names}
         for rep in range(args.reps):
@@ -317,6 +335,9 @@ def main():
         say()
         say(f"CPU seconds per 1,000 requests (c={args.cpu_conc}): nginx {median(cpu['nginx']):.3f}, "
             f"aigw {median(cpu['aigw']):.3f}, ratio aigw/nginx {median(cpu['aigw']) / median(cpu['nginx']):.2f}")
+        say()
+        say(f"Analytics and tap on vs off (c={args.cpu_conc}, median of {max(args.reps, 3)}): "
+            f"{ab_on:.0f} vs {ab_off:.0f} req/s, ratio {ab_on / ab_off:.3f}")
         say()
         say(f"## Streaming (50 streams × 50 chunks started over 1 s, mock paced at {args.stream_pace_ms} ms)")
         say()

@@ -42,6 +42,9 @@ pub struct Server {
     pub workers: Workers,
     pub pin_workers: bool,
     pub io_driver: IoDriver,
+    /// Per-request accounting (metrics, stats, request log). Off only to
+    /// measure what it costs.
+    pub analytics: bool,
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
 }
@@ -334,6 +337,7 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
         admin_listen,
         workers,
         pin_workers: raw.pin_workers.unwrap_or(true),
+        analytics: raw.analytics.unwrap_or(true),
         io_driver: match raw.io_driver {
             None | Some(RawIoDriver::Auto) => IoDriver::Auto,
             Some(RawIoDriver::IoUring) => IoDriver::IoUring,

@@ -15,6 +15,7 @@ pub struct RawServer {
     pub workers: Option<RawWorkers>,
     pub pin_workers: Option<bool>,
     pub io_driver: Option<RawIoDriver>,
+    pub analytics: Option<bool>,
     pub max_head_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_body_bytes: Option<usize>,

@@ -181,10 +181,10 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         timeouts: config.server.timeouts,
         shutdown: shutdown.clone(),
     };
-    let for_workers = analytics.clone();
+    let for_workers = config.server.analytics.then(|| analytics.clone());
     let make: MakeHandler = Arc::new(move |i| {
-        let recorder = Rc::new(recorder::Recorder::new(i, for_workers.clone()));
-        Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone(), Some(recorder))))
+        let recorder = for_workers.as_ref().map(|a| Rc::new(recorder::Recorder::new(i, a.clone())));
+        Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone(), recorder)))
     });
     let (addr, data) = spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers, make)
         .map_err(|source| StartError::Bind { what: "data", addr: config.server.listen, source })?;

@@ -51,11 +51,33 @@ pub struct UsageTracker {
     scratch: Vec<u8>,
 }
 
-/// Cheap pre-filter: could this JSON text carry usage?
+/// Cheap pre-filter: could this JSON text carry usage? True when a
+/// `"usage"` or `"usageMetadata"` key is followed by an object, so the
+/// `"usage":null` that OpenAI puts in every chunk of an include_usage stream
+/// is skipped without parsing.
 pub fn may_carry_usage(json: &[u8]) -> bool {
-    memchr::memmem::find(json, b"sage").is_some()
-        && (memchr::memmem::find(json, b"\"usage\"").is_some()
-            || memchr::memmem::find(json, b"\"usageMetadata\"").is_some())
+    let finder = memchr::memmem::Finder::new(b"\"usage");
+    let mut at = 0;
+    while let Some(i) = finder.find(&json[at..]) {
+        let mut j = at + i + 6;
+        if json[j..].starts_with(b"Metadata") {
+            j += 8;
+        }
+        at = j;
+        if json.get(j) != Some(&b'"') {
+            continue;
+        }
+        let rest = &json[j + 1..];
+        let Some(colon) = rest.iter().position(|b| !b.is_ascii_whitespace()) else { return false };
+        if rest[colon] != b':' {
+            continue;
+        }
+        let after = &rest[colon + 1..];
+        if after.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+    }
+    false
 }
 
 impl UsageTracker {

@@ -81,6 +81,15 @@ fn gemini_stream_takes_the_last_frame() {
 }
 
 #[test]
+fn prefilter_skips_null_usage() {
+    assert!(!may_carry_usage(br#"{"choices":[],"usage":null}"#));
+    assert!(!may_carry_usage(br#"{"text":"usage","x":"\"usage\" is"}"#));
+    assert!(may_carry_usage(br#"{"usage" : {"prompt_tokens":1}}"#));
+    assert!(may_carry_usage(br#"{"usageMetadata":{"promptTokenCount":1}}"#));
+    assert!(may_carry_usage(br#"{"message":{"usage":null},"usage":{"output_tokens":2}}"#));
+}
+
+#[test]
 fn no_usage_is_none() {
     assert_eq!(sse("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"), None);
     assert_eq!(json("{\"usage\":null}"), None);
