@@ -20,8 +20,14 @@
 //! 6. `proxy/relay.rs` — writes the rewritten response head and relays the
 //!    body as it arrives (re-framed as chunks for streams), watching for the
 //!    client leaving; the upstream connection goes back to the pool.
+//!    The tap (`tap/`) sees every decoded body byte on the way and reads
+//!    the token usage from the one event or body that carries it.
 //! 7. `error.rs` — anything that fails before the response head maps to one
 //!    status and an OpenAI-shaped JSON error, in one place.
+//! 8. `analytics/recorder.rs` — the connection loop hands the finished
+//!    request's record (status, tokens, cost, timings) to the worker's
+//!    recorder: local counters and histograms, shipped every 250 ms to the
+//!    collector thread, and the record itself to the log thread.
 //!
 //! Shutdown (`server/shutdown.rs`): stop accepting, close idle keep-alive
 //! connections, let in-flight requests and streams finish within the grace

@@ -10,9 +10,13 @@ use std::{
 use super::{Counters, Delta, HistKey, Hists, SeriesKey};
 use crate::server::shutdown::Shutdown;
 
-/// Width of one time bucket, and how many are kept (one hour).
-pub const BUCKET: Duration = Duration::from_secs(10);
-const BUCKETS: usize = 360;
+/// Two rings of time buckets: 10-second ones for the last minute and
+/// one-minute ones for the last hour (66 buckets of histograms per series,
+/// not 360).
+pub const SHORT: Duration = Duration::from_secs(10);
+const SHORT_KEEP: usize = 6;
+pub const LONG: Duration = Duration::from_secs(60);
+const LONG_KEEP: usize = 60;
 
 #[derive(Debug, Default)]
 pub struct Bucket {
@@ -27,7 +31,8 @@ pub struct State {
     pub started: Instant,
     pub totals: HashMap<SeriesKey, Counters>,
     pub hists: HashMap<HistKey, Hists>,
-    pub buckets: VecDeque<Bucket>,
+    pub short: VecDeque<Bucket>,
+    pub long: VecDeque<Bucket>,
     pub attempts: HashMap<(Arc<str>, &'static str), u64>,
     pub records_dropped: u64,
     /// Per worker: (open client connections, open upstream connections).
@@ -40,32 +45,39 @@ impl State {
             started: Instant::now(),
             totals: HashMap::new(),
             hists: HashMap::new(),
-            buckets: VecDeque::new(),
+            short: VecDeque::new(),
+            long: VecDeque::new(),
             attempts: HashMap::new(),
             records_dropped: 0,
             open: HashMap::new(),
         }
     }
 
-    pub fn bucket_now(&self) -> u64 {
-        self.started.elapsed().as_secs() / BUCKET.as_secs()
+    /// Current bucket number for a bucket width.
+    pub fn bucket_now(&self, width: Duration) -> u64 {
+        self.started.elapsed().as_secs() / width.as_secs()
     }
 
     pub fn merge(&mut self, d: Delta) {
-        let now = self.bucket_now();
-        if self.buckets.back().is_none_or(|b| b.index != now) {
-            self.buckets.push_back(Bucket { index: now, ..Bucket::default() });
-            while self.buckets.len() > BUCKETS {
-                self.buckets.pop_front();
+        let short_now = self.bucket_now(SHORT);
+        let long_now = self.bucket_now(LONG);
+        for (ring, now, keep) in [(&mut self.short, short_now, SHORT_KEEP), (&mut self.long, long_now, LONG_KEEP)] {
+            if ring.back().is_none_or(|b| b.index != now) {
+                ring.push_back(Bucket { index: now, ..Bucket::default() });
+                while ring.len() > keep {
+                    ring.pop_front();
+                }
             }
         }
-        let Some(bucket) = self.buckets.back_mut() else { return };
+        let (Some(short), Some(long)) = (self.short.back_mut(), self.long.back_mut()) else { return };
         for (k, c) in d.counters {
-            bucket.counters.entry(k.clone()).or_default().add(&c);
+            short.counters.entry(k.clone()).or_default().add(&c);
+            long.counters.entry(k.clone()).or_default().add(&c);
             self.totals.entry(k).or_default().add(&c);
         }
         for (k, h) in d.hists {
-            bucket.hists.entry(k.clone()).or_default().add(&h);
+            short.hists.entry(k.clone()).or_default().add(&h);
+            long.hists.entry(k.clone()).or_default().add(&h);
             self.hists.entry(k).or_default().add(&h);
         }
         for (k, n) in d.attempts {

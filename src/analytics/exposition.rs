@@ -106,7 +106,7 @@ fn histogram(
     name: &str,
     help: &str,
     hists: &[(&HistKey, &Hists)],
-    pick: impl Fn(&Hists) -> &hdrhistogram::Histogram<u64>,
+    pick: impl Fn(&Hists) -> &hdrhistogram::Histogram<u32>,
 ) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
@@ -115,18 +115,22 @@ fn histogram(
         let labels = format!("provider=\"{}\",model=\"{}\"", esc(&k.provider), esc(&k.model));
         for le in BUCKETS {
             let upto = (le * 1e6) as u64;
-            let n: u64 = h.iter_recorded().filter(|v| v.value_iterated_to() <= upto).map(|v| v.count_at_value()).sum();
+            let n: u64 = h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() <= upto)
+                .map(|v| u64::from(v.count_at_value()))
+                .sum();
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
         let sum =
-            h.iter_recorded().fold(0.0, |a, v| a + v.value_iterated_to() as f64 * v.count_at_value() as f64) / 1e6;
+            h.iter_recorded().fold(0.0, |a, v| a + v.value_iterated_to() as f64 * f64::from(v.count_at_value())) / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
     }
 }
 
-fn pcts(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+fn pcts(h: &hdrhistogram::Histogram<u32>) -> serde_json::Value {
     if h.is_empty() {
         return serde_json::Value::Null;
     }
@@ -173,11 +177,11 @@ fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey,
 /// Totals and per provider/model rows for the last minute, the last hour and
 /// since start.
 pub fn stats(s: &State) -> String {
-    let now = s.bucket_now();
-    let window = |buckets: u64| {
+    let window = |ring: &std::collections::VecDeque<super::collector::Bucket>, width, buckets: u64| {
+        let now = s.bucket_now(width);
         let mut counters: HashMap<super::SeriesKey, Counters> = HashMap::new();
         let mut hists: HashMap<HistKey, Hists> = HashMap::new();
-        for b in s.buckets.iter().filter(|b| b.index + buckets > now) {
+        for b in ring.iter().filter(|b| b.index + buckets > now) {
             for (k, c) in &b.counters {
                 counters.entry(k.clone()).or_default().add(c);
             }
@@ -195,7 +199,6 @@ pub fn stats(s: &State) -> String {
             errors += c.requests;
         }
     }
-    let per_minute = 60 / super::collector::BUCKET.as_secs();
     serde_json::json!({
         "uptime_s": s.started.elapsed().as_secs(),
         "totals": {
@@ -209,8 +212,8 @@ pub fn stats(s: &State) -> String {
             "cost_usd": total.cost_usd,
             "log_records_dropped": s.records_dropped,
         },
-        "last_1m": window(per_minute),
-        "last_1h": window(per_minute * 60),
+        "last_1m": window(&s.short, super::collector::SHORT, 6),
+        "last_1h": window(&s.long, super::collector::LONG, 60),
         "since_start": rows(&s.totals, &s.hists),
     })
     .to_string()

@@ -114,7 +114,7 @@ impl Writer {
 /// Starts the log thread. It ends once `stop` is triggered (after the
 /// workers finished) and the queue is empty, or when every sender is gone.
 pub fn spawn(
-    rx: crossbeam_channel::Receiver<Record>,
+    rx: crossbeam_channel::Receiver<Box<Record>>,
     recent: Arc<Mutex<Recent>>,
     cfg: LogConfig,
     stop: Arc<Shutdown>,
@@ -126,14 +126,18 @@ pub fn spawn(
     std::thread::Builder::new().name("aigw-log".into()).spawn(move || {
         let mut line = Vec::with_capacity(1024);
         loop {
-            let first = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(r) => r,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if stop.is_triggered() => break,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter().take(4096));
+            // Poll rather than block: a blocked receiver would make every
+            // worker's try_send a futex wake-up (a syscall and a context
+            // switch per request). Records wait at most 50 ms.
+            let stopping = stop.is_triggered();
+            let batch: Vec<Box<Record>> = rx.try_iter().take(16 * 1024).collect();
+            if batch.is_empty() {
+                if stopping {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
             if let Some(w) = writer.as_mut() {
                 for rec in &batch {
                     line.clear();
@@ -152,7 +156,7 @@ pub fn spawn(
                 if r.records.len() == RECENT {
                     r.records.pop_front();
                 }
-                r.records.push_back(rec);
+                r.records.push_back(*rec);
             }
         }
         if let Some(mut w) = writer {

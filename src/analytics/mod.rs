@@ -145,12 +145,13 @@ impl Counters {
     }
 }
 
-/// Latency histograms in microseconds, 1 µs to 1 hour, 2 significant digits.
+/// Latency histograms in microseconds, 1 µs to 1 hour, 2 significant digits,
+/// 32-bit counts (~13 KiB each).
 #[derive(Debug, Clone)]
 pub struct Hists {
-    pub duration: Histogram<u64>,
-    pub ttfb: Histogram<u64>,
-    pub upstream: Histogram<u64>,
+    pub duration: Histogram<u32>,
+    pub ttfb: Histogram<u32>,
+    pub upstream: Histogram<u32>,
 }
 
 impl Hists {
@@ -190,7 +191,8 @@ pub struct Delta {
 #[derive(Clone)]
 pub struct Analytics {
     pub deltas: crossbeam_channel::Sender<Delta>,
-    pub records: crossbeam_channel::Sender<Record>,
+    /// Boxed so the bounded channel's preallocated slots stay small.
+    pub records: crossbeam_channel::Sender<Box<Record>>,
     pub state: Arc<Mutex<State>>,
     pub recent: Arc<Mutex<log::Recent>>,
 }

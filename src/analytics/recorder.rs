@@ -83,7 +83,7 @@ impl Recorder {
                 }
             }
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.records.try_send(rec) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.records.try_send(Box::new(rec)) {
             self.local.borrow_mut().records_dropped += 1;
         }
     }

@@ -34,12 +34,14 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     pub pool: RefCell<Pool>,
     pub recorder: Option<Rc<Recorder>>,
+    /// Upstream connections in use by requests on this worker.
+    active_upstream: std::cell::Cell<u64>,
 }
 
 impl Worker {
     pub fn new(shared: Arc<Shared>, recorder: Option<Rc<Recorder>>) -> Self {
         let pool = Pool::new(shared.upstreams.iter().map(|u| u.pool).collect());
-        Self { shared, pool: RefCell::new(pool), recorder }
+        Self { shared, pool: RefCell::new(pool), recorder, active_upstream: std::cell::Cell::new(0) }
     }
 }
 
@@ -78,7 +80,14 @@ pub async fn handle(
             return Err(e);
         }
     };
-    Ok(relay::relay(w, up, start, io, &req, keep_alive, deadline, rec).await)
+    w.active_upstream.set(w.active_upstream.get() + 1);
+    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec).await;
+    w.active_upstream.set(w.active_upstream.get().saturating_sub(1));
+    if let Some(r) = &w.recorder {
+        // The gauge: connections in use plus those idle in the pool.
+        r.open_upstream.set(w.active_upstream.get() + w.pool.borrow().total_idle() as u64);
+    }
+    Ok(outcome)
 }
 
 /// `x-aigw-metadata`: a flat JSON object of at most 5 entries with scalar

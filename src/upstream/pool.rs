@@ -54,4 +54,8 @@ impl Pool {
     pub fn idle_count(&self, provider: usize) -> usize {
         self.idle.get(provider).map_or(0, Vec::len)
     }
+
+    pub fn total_idle(&self) -> usize {
+        self.idle.iter().map(Vec::len).sum()
+    }
 }
