@@ -38,7 +38,9 @@ fn totals_and_log_lines_match_what_was_sent() {
                             r#"{{"model":"gpt-4o-mini","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"req {c} {i}"}}]}}"#
                         )
                     };
-                    prompt_tokens += (body.len() / 4).max(1) as u64;
+                    // The mock counts the `messages` JSON, a quarter token a byte.
+                    let messages = format!(r#"[{{"role":"user","content":"req {c} {i}"}}]"#);
+                    prompt_tokens += (messages.len() / 4).max(1) as u64;
                     client.send(&post("/mock/v1/chat/completions", &body));
                     assert_eq!(client.read_response().status, 200);
                 }
@@ -119,7 +121,7 @@ fn errors_and_metadata_are_recorded_and_filterable() {
     let data = logs["data"].as_array().unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["metadata"]["team"], "search");
-    assert_eq!(data[0]["input_tokens"], (CHAT.len() / 4) as u64);
+    assert_eq!(data[0]["input_tokens"], r#"[{"role":"user","content":"hi"}]"#.len() as u64 / 4);
     let all = roundtrip(gw.admin, &get("/admin/logs?limit=10")).body;
     assert!(!String::from_utf8_lossy(&all).contains("sk-secret-client"), "a credential reached the log");
     let bad = roundtrip(gw.admin, &get("/admin/logs?status=400")).json();
@@ -137,4 +139,35 @@ fn errors_and_metadata_are_recorded_and_filterable() {
         }),
         "{metrics}"
     );
+}
+
+#[test]
+fn injected_include_usage_is_invisible_to_the_client() {
+    let m = mock();
+    let gw = Gateway::start("", &provider("mock", "mock", m.addr));
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"count my tokens"}]}"#;
+    let direct = roundtrip(m.addr, &post("/v1/chat/completions", body));
+    assert!(!String::from_utf8_lossy(&direct.body).contains("usage"));
+    let proxied = roundtrip(gw.addr, &post("/mock/v1/chat/completions", body));
+    assert_eq!(String::from_utf8_lossy(&proxied.body), String::from_utf8_lossy(&direct.body));
+
+    // ...yet the gateway counted exactly what the mock reported.
+    let mut log = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+            log["data"][0]["output_tokens"] == 16
+        }),
+        "{log}"
+    );
+    let messages = r#"[{"role":"user","content":"count my tokens"}]"#;
+    assert_eq!(log["data"][0]["input_tokens"], messages.len() as u64 / 4);
+    assert_eq!(log["data"][0]["estimated"], false);
+
+    // A client that asked for usage gets its usage chunk, untouched.
+    let asked = CHAT_STREAM;
+    let direct = roundtrip(m.addr, &post("/v1/chat/completions", asked));
+    let proxied = roundtrip(gw.addr, &post("/mock/v1/chat/completions", asked));
+    assert_eq!(proxied.body, direct.body);
+    assert!(String::from_utf8_lossy(&proxied.body).contains("\"completion_tokens\":16"));
 }

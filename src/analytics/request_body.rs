@@ -11,6 +11,8 @@
 pub struct RequestInfo {
     pub model: Option<String>,
     pub stream: bool,
+    /// The body has a top-level `stream_options` key.
+    pub stream_options: bool,
 }
 
 pub fn scan(body: &[u8]) -> RequestInfo {
@@ -106,9 +108,11 @@ fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
                 info.stream = value == b"true";
                 have_stream = true;
             }
+            b"stream_options" => info.stream_options = true,
             _ => {}
         }
-        if have_model && have_stream {
+        // stream_options is looked for to the end only in streaming requests.
+        if have_model && have_stream && !info.stream {
             return Some(());
         }
         i = value_end;
@@ -124,6 +128,7 @@ pub fn gemini_path(path: &[u8]) -> Option<RequestInfo> {
     Some(RequestInfo {
         model: std::str::from_utf8(&rest[..colon]).ok().map(str::to_string),
         stream: &rest[colon + 1..] == b"streamGenerateContent",
+        stream_options: false,
     })
 }
 
@@ -134,9 +139,14 @@ mod tests {
     #[test]
     fn finds_top_level_model_and_stream() {
         let body = br#"{"messages":[{"role":"user","content":"the \"model\": \"x\" and {\"stream\":true}"}],"tools":[{"function":{"parameters":{"properties":{"model":{"type":"string"}}}}}],"model":"gpt-4o-mini","stream": true}"#;
-        assert_eq!(scan(body), RequestInfo { model: Some("gpt-4o-mini".into()), stream: true });
+        assert_eq!(scan(body), RequestInfo { model: Some("gpt-4o-mini".into()), stream: true, stream_options: false });
+        let with = scan(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
+        assert!(with.stream && with.stream_options);
         assert_eq!(scan(br#" { "model" : "a\u00e9\"b" } "#).model.as_deref(), Some("a\u{e9}\"b"));
-        assert_eq!(scan(br#"{"stream":false,"model":"m"}"#), RequestInfo { model: Some("m".into()), stream: false });
+        assert_eq!(
+            scan(br#"{"stream":false,"model":"m"}"#),
+            RequestInfo { model: Some("m".into()), stream: false, stream_options: false }
+        );
     }
 
     #[test]
@@ -151,7 +161,10 @@ mod tests {
     #[test]
     fn gemini_model_from_path() {
         let i = gemini_path(b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
-        assert_eq!(i, Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true }));
+        assert_eq!(
+            i,
+            Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true, stream_options: false })
+        );
         let i = gemini_path(b"/v1beta/models/gemini-2.5-pro:generateContent");
         assert_eq!(i.map(|i| i.stream), Some(false));
         assert_eq!(gemini_path(b"/v1/chat/completions"), None);

@@ -119,6 +119,9 @@ pub struct Provider {
     pub passthrough_auth: bool,
     pub headers: Vec<(String, String)>,
     pub anthropic_version: String,
+    /// Add `stream_options.include_usage` to streaming chat requests that
+    /// lack it, and strip what it adds from the client's stream.
+    pub inject_include_usage: bool,
     pub timeouts: UpstreamTimeouts,
     pub pool: PoolConfig,
     pub tls_ca_file: Option<PathBuf>,
@@ -431,6 +434,9 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         passthrough_auth: raw.passthrough_auth,
         headers,
         anthropic_version: raw.anthropic_version.unwrap_or_else(|| "2023-06-01".into()),
+        inject_include_usage: raw
+            .inject_include_usage
+            .unwrap_or(matches!(kind, ProviderKind::OpenAi | ProviderKind::Mock)),
         timeouts,
         pool,
         tls_ca_file: raw.tls_ca_file,

@@ -73,6 +73,7 @@ pub struct RawProvider {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub anthropic_version: Option<String>,
+    pub inject_include_usage: Option<bool>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub connect_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::de_opt")]

@@ -19,8 +19,8 @@ pub async fn messages(
     };
     let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-model")).to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let id = format!("msg_mock_{}", response_id(req));
-    let input = prompt_tokens(req);
+    let id = format!("msg_mock_{}", response_id(&body));
+    let input = prompt_tokens(&body);
     let n = plan.tokens;
     if !stream {
         pause(plan.ttft).await;

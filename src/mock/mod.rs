@@ -12,7 +12,8 @@
 //!   what the gateway forwarded).
 //!
 //! Every completion has exactly `tokens` content chunks and reports exactly
-//! `tokens` completion/output tokens; prompt tokens are `max(1, body/4)`.
+//! `tokens` completion/output tokens; prompt tokens are `max(1, len/4)` of
+//! the `messages` (or `input`) JSON.
 //! Per-request overrides: `x-mock-tokens`, `x-mock-delay-ms`,
 //! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error).
 
@@ -153,7 +154,10 @@ pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bo
         (b"POST", p) if p.ends_with(b"/chat/completions") => openai::chat(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b"/messages") => anthropic::messages(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b"/embeddings") => {
-            let body = openai::embeddings(&req);
+            let body = match parse_body(&req) {
+                Ok(v) => openai::embeddings(&v),
+                Err(resp) => return send(io, resp, false).await,
+            };
             send(io, json_response(200, &body, version, None, !keep_alive), keep_alive).await
         }
         (b"GET", p) if p.ends_with(b"/models") => {
@@ -179,15 +183,25 @@ fn parse_body(req: &Request) -> Result<serde_json::Value, BytesMut> {
     })
 }
 
-/// Identical requests get identical answers (ids included), so a response
-/// through the gateway can be compared byte for byte with a direct one.
-fn response_id(req: &Request) -> String {
-    let hash = req.body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+/// The prompt as the mock counts it: `messages` (chat, Anthropic) or
+/// `input` (embeddings), as compact JSON. Other fields (`stream_options`,
+/// sampling settings) are not part of the prompt, as with real providers.
+fn prompt_text(body: &serde_json::Value) -> String {
+    body.get("messages").or_else(|| body.get("input")).map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// Identical prompts get identical answers (ids included), so a response
+/// through the gateway can be compared byte for byte with a direct one even
+/// when the gateway added `stream_options`.
+fn response_id(body: &serde_json::Value) -> String {
+    let text = prompt_text(body);
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{hash:016x}")
 }
 
-fn prompt_tokens(req: &Request) -> usize {
-    (req.body.len() / 4).max(1)
+/// `max(1, len(prompt JSON) / 4)`: deterministic, so tests can predict it.
+fn prompt_tokens(body: &serde_json::Value) -> usize {
+    (prompt_text(body).len() / 4).max(1)
 }
 
 fn echo(req: &Request, keep_alive: bool) -> BytesMut {

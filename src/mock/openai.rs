@@ -22,8 +22,8 @@ pub async fn chat(
     let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-model")).to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
-    let id = format!("chatcmpl-mock-{}", response_id(req));
-    let prompt = prompt_tokens(req);
+    let id = format!("chatcmpl-mock-{}", response_id(&body));
+    let prompt = prompt_tokens(&body);
     let n = plan.tokens;
     let usage = format!(
         r#"{{"prompt_tokens":{prompt},"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#,
@@ -77,8 +77,8 @@ pub async fn chat(
     Ok(s.finish(&tail, keep_alive).await)
 }
 
-pub fn embeddings(req: &Request) -> String {
-    let prompt = prompt_tokens(req);
+pub fn embeddings(body: &serde_json::Value) -> String {
+    let prompt = prompt_tokens(body);
     format!(
         r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.0023,-0.0093,0.0157,-0.0041]}}],"model":"mock-embedding","usage":{{"prompt_tokens":{prompt},"total_tokens":{prompt}}}}}"#
     )

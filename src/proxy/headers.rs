@@ -28,10 +28,9 @@ fn listed(names: &[&[u8]], name: &[u8]) -> bool {
 /// provider's base path, the client's end-to-end headers minus credentials
 /// (unless passthrough), plus Host, X-Forwarded-For, the provider's own
 /// headers and an exact Content-Length.
-pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8]) -> Outgoing {
+pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes::Bytes) -> Outgoing {
     let head = &req.head;
     let method = head.method();
-    let body = &req.body;
     let mut out = BytesMut::with_capacity(512 + up.injected.len() + body.len().min(COALESCE_BODY));
     out.put_slice(method);
     out.put_u8(b' ');

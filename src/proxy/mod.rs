@@ -53,11 +53,22 @@ pub async fn handle(
     mut rec: Option<&mut Record>,
 ) -> Result<Outcome, GatewayError> {
     let (up, rest) = route(w, req.head.target())?;
+    let mut body = req.body.clone();
+    let mut strip_usage = false;
     if let Some(r) = rec.as_deref_mut() {
         let info = match up.kind {
             ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
             _ => request_body::scan(&req.body),
         };
+        if info.stream
+            && !info.stream_options
+            && up.inject_include_usage
+            && is_chat_completions(&req, rest)
+            && let Some(b) = with_include_usage(&req.body)
+        {
+            body = b;
+            strip_usage = true;
+        }
         r.provider = Some(up.label.clone());
         r.model = info.model;
         r.stream = info.stream;
@@ -70,7 +81,7 @@ pub async fn handle(
         return Err(GatewayError::ProviderUnavailable { provider: up.name.clone(), reason: reason.clone() });
     }
     let deadline = req.started + up.timeouts.total;
-    let outgoing = headers::upstream_request(&req, up, rest);
+    let outgoing = headers::upstream_request(&req, up, rest, &body);
     let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
         Ok(s) => s,
         Err(e) => {
@@ -81,13 +92,35 @@ pub async fn handle(
         }
     };
     w.active_upstream.set(w.active_upstream.get() + 1);
-    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec).await;
+    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec, strip_usage).await;
     w.active_upstream.set(w.active_upstream.get().saturating_sub(1));
     if let Some(r) = &w.recorder {
         // The gauge: connections in use plus those idle in the pool.
         r.open_upstream.set(w.active_upstream.get() + w.pool.borrow().total_idle() as u64);
     }
     Ok(outcome)
+}
+
+fn is_chat_completions(req: &Request, rest: &[u8]) -> bool {
+    let path = &rest[..rest.iter().position(|&b| b == b'?').unwrap_or(rest.len())];
+    req.head.method() == b"POST" && path.ends_with(b"/chat/completions")
+}
+
+/// The body with `"stream_options":{"include_usage":true}` as its first
+/// member, so the stream reports exact usage. The relay strips what this
+/// adds before the client sees it.
+fn with_include_usage(body: &bytes::Bytes) -> Option<bytes::Bytes> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&i| body[i] == b'{')?;
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + 48);
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out.into())
 }
 
 /// `x-aigw-metadata`: a flat JSON object of at most 5 entries with scalar

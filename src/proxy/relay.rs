@@ -29,7 +29,7 @@ use crate::{
         write,
     },
     server::conn::{ClientIo, Outcome, Request},
-    tap::Tap,
+    tap::{Tap, strip::UsageStripper},
     upstream::{Upstream, exchange::ResponseStart, io::Connection},
     util::{Either, race},
 };
@@ -74,6 +74,7 @@ pub async fn relay(
     keep_alive: bool,
     deadline: Instant,
     rec: Option<&mut Record>,
+    strip_usage: bool,
 ) -> Outcome {
     let ResponseStart { mut conn, head, raw_head, attempts } = start;
     let client_version = req.head.version();
@@ -85,7 +86,10 @@ pub async fn relay(
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
     let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
-    let mut tap = rec.as_ref().map(|_| Tap::for_content_type(response_header(&raw_head, &head, b"content-type")));
+    let content_type = response_header(&raw_head, &head, b"content-type");
+    let mut tap = rec.as_ref().map(|_| Tap::for_content_type(content_type));
+    let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
+    let mut stripper = (strip_usage && is_sse).then(UsageStripper::new);
     drop(raw_head);
 
     let mut progress = Progress::default();
@@ -103,7 +107,8 @@ pub async fn relay(
         ResponseFraming::Chunked | ResponseFraming::UntilClose => {
             let chunked_in = head.framing == ResponseFraming::Chunked;
             let chunked_out = framing == ClientFraming::Chunked;
-            relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut tap, &mut progress).await
+            let mut filter = Filter { tap: &mut tap, stripper: stripper.as_mut(), scratch: Vec::new() };
+            relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut filter, &mut progress).await
         }
     };
     if let Some(rec) = rec {
@@ -194,31 +199,59 @@ async fn relay_length(
     }
 }
 
-/// Moves what `conn.buf` holds into `out`, framed for the client, and shows
-/// the decoded bytes to the tap. Returns true when the upstream body is
-/// complete.
+/// What a stream passes through on its way out: the tap sees the bytes as
+/// the upstream sent them; the stripper, when the gateway added
+/// include_usage, takes that back out.
+struct Filter<'a> {
+    tap: &'a mut Option<Tap>,
+    stripper: Option<&'a mut UsageStripper>,
+    scratch: Vec<u8>,
+}
+
+impl Filter<'_> {
+    fn put(&mut self, out: &mut BytesMut, data: &[u8], chunked_out: bool) {
+        if let Some(t) = self.tap.as_mut() {
+            t.observe(data);
+        }
+        let data = match self.stripper.as_mut() {
+            Some(s) => {
+                self.scratch.clear();
+                s.feed(data, &mut self.scratch);
+                &self.scratch[..]
+            }
+            None => data,
+        };
+        if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
+    }
+
+    /// The upstream body ended: release what the stripper still holds.
+    fn end(&mut self, out: &mut BytesMut, chunked_out: bool) {
+        if let Some(s) = self.stripper.as_mut() {
+            self.scratch.clear();
+            s.finish(&mut self.scratch);
+            if chunked_out { write::chunk(out, &self.scratch) } else { out.extend_from_slice(&self.scratch) }
+        }
+    }
+}
+
+/// Moves what `conn.buf` holds into `out`, framed for the client, through
+/// the filter. Returns true when the upstream body is complete.
 fn frame(
     conn: &mut Connection,
     decoder: &mut Option<ChunkedDecoder>,
     out: &mut BytesMut,
     chunked_out: bool,
-    tap: &mut Option<Tap>,
+    filter: &mut Filter<'_>,
 ) -> Result<bool, ()> {
-    let mut put = |out: &mut BytesMut, data: &[u8]| {
-        if let Some(t) = tap.as_mut() {
-            t.observe(data);
-        }
-        if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
-    };
     match decoder {
         Some(dec) => {
             let buf = &conn.buf;
-            let consumed = dec.decode_all(buf, |r| put(out, &buf[r])).map_err(|_| ())?;
+            let consumed = dec.decode_all(buf, |r| filter.put(out, &buf[r], chunked_out)).map_err(|_| ())?;
             conn.buf.advance(consumed);
             Ok(dec.is_done())
         }
         None => {
-            put(out, &conn.buf);
+            filter.put(out, &conn.buf, chunked_out);
             conn.buf.clear();
             Ok(false)
         }
@@ -233,7 +266,7 @@ async fn relay_stream(
     chunked_in: bool,
     chunked_out: bool,
     deadline: Instant,
-    tap: &mut Option<Tap>,
+    filter: &mut Filter<'_>,
     progress: &mut Progress,
 ) -> End {
     let ClientIo { rd, wr, buf: client_buf } = io;
@@ -248,11 +281,12 @@ async fn relay_stream(
     let mut watching = true;
 
     let end = loop {
-        let done = match frame(conn, &mut decoder, &mut out, chunked_out, tap) {
+        let done = match frame(conn, &mut decoder, &mut out, chunked_out, filter) {
             Ok(done) => done,
             Err(()) => break End::UpstreamFailed,
         };
         if done {
+            filter.end(&mut out, chunked_out);
             if chunked_out {
                 out.extend_from_slice(write::LAST_CHUNK);
             }
@@ -297,6 +331,7 @@ async fn relay_stream(
         match result {
             Ok(Ok(0)) if decoder.is_none() => {
                 // Close-delimited body: the close is its end.
+                filter.end(&mut out, chunked_out);
                 if chunked_out {
                     out.extend_from_slice(write::LAST_CHUNK);
                 }

@@ -6,6 +6,7 @@
 //! collected up to a cap and parsed once at the end.
 
 pub mod sse;
+pub mod strip;
 pub mod usage;
 
 pub use usage::Usage;

@@ -36,6 +36,7 @@ pub struct Upstream {
     pub timeouts: UpstreamTimeouts,
     pub pool: PoolConfig,
     pub passthrough_auth: bool,
+    pub inject_include_usage: bool,
     /// Pre-rendered `Name: value\r\n` lines the gateway adds to every request.
     pub injected: Bytes,
     /// Lower-case names in `injected`: a client header of the same name is
@@ -107,6 +108,7 @@ impl Upstream {
             timeouts: p.timeouts,
             pool: p.pool,
             passthrough_auth: p.passthrough_auth,
+            inject_include_usage: p.inject_include_usage,
             injected: lines.freeze(),
             injected_names: names,
             default_anthropic_version,
