@@ -171,3 +171,41 @@ fn injected_include_usage_is_invisible_to_the_client() {
     assert_eq!(proxied.body, direct.body);
     assert!(String::from_utf8_lossy(&proxied.body).contains("\"completion_tokens\":16"));
 }
+
+#[test]
+fn missing_usage_is_estimated_with_the_tokenizer() {
+    aigw::tap::estimate::load_now();
+    let m = mock();
+    // A server that ignores include_usage: the gateway does not ask for it.
+    let toml = format!("{}inject_include_usage = false\n", provider("mock", "mock", m.addr));
+    let gw = Gateway::start("", &toml);
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = roundtrip(gw.addr, &post("/mock/v1/chat/completions", body));
+    assert!(r.body.ends_with(b"data: [DONE]\n\n"));
+    let mut log = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+            log["data"][0]["estimated"] == true
+        }),
+        "{log}"
+    );
+    // The mock's 16 words are one o200k token each.
+    assert_eq!(log["data"][0]["output_tokens"], 16);
+
+    // A stream cut short is recorded with the tokens seen so far, not zero.
+    let mut c = Client::connect(gw.addr);
+    c.send(&post_with("/mock/v1/chat/completions", body, "x-mock-tokens: 1000\r\nx-mock-delay-ms: 10\r\n"));
+    c.read_until(b"\"content\":\" jumps\"");
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+            log["data"][0]["error"] == "client_disconnected"
+        }),
+        "{log}"
+    );
+    let seen = log["data"][0]["output_tokens"].as_u64().unwrap();
+    assert!((5..1000).contains(&seen), "{log}");
+    assert_eq!(log["data"][0]["estimated"], true);
+}

@@ -116,7 +116,8 @@ pub async fn relay(
         rec.attempts = attempts;
         rec.bytes_out = progress.bytes_out;
         rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
-        rec.usage = tap.as_mut().and_then(|t| t.finish().usage);
+        let complete = matches!(end, End::Complete { .. });
+        (rec.usage, rec.estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
         rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
             (Some(u), Some(model)) => w.shared.prices.cost(model, u),
             _ => None,

@@ -5,6 +5,7 @@
 //! events that pass a byte scan are parsed (`usage.rs`). JSON bodies are
 //! collected up to a cap and parsed once at the end.
 
+pub mod estimate;
 pub mod sse;
 pub mod strip;
 pub mod usage;
@@ -15,6 +16,8 @@ use self::{sse::SseSplitter, usage::UsageTracker};
 
 /// JSON bodies larger than this are not parsed for usage.
 const MAX_JSON: usize = 8 << 20;
+/// Output text kept per stream for an estimate, should no usage arrive.
+const MAX_TEXT: usize = 1 << 20;
 
 #[derive(Debug)]
 enum Mode {
@@ -39,6 +42,12 @@ pub struct Tap {
     tracker: UsageTracker,
     events: u64,
     done: bool,
+    /// The output text streamed so far (content deltas), for estimates,
+    /// with the end offset of each event's part: deltas are counted one by
+    /// one, as the model produced them (re-tokenizing the joined text would
+    /// merge tokens across deltas).
+    text: String,
+    parts: Vec<u32>,
 }
 
 impl Tap {
@@ -53,12 +62,12 @@ impl Tap {
         } else {
             Mode::Other
         };
-        Tap { mode, tracker: UsageTracker::new(), events: 0, done: false }
+        Tap { mode, tracker: UsageTracker::new(), events: 0, done: false, text: String::new(), parts: Vec::new() }
     }
 
     /// Observes the next decoded body bytes, in order.
     pub fn observe(&mut self, data: &[u8]) {
-        let Tap { mode, tracker, events, done } = self;
+        let Tap { mode, tracker, events, done, text, parts } = self;
         match mode {
             Mode::Sse(splitter) => splitter.feed(data, &mut |e| {
                 *events += 1;
@@ -66,6 +75,11 @@ impl Tap {
                     *done = true;
                 } else {
                     tracker.observe_json(e.data);
+                    let before = text.len();
+                    estimate::collect_text(e.data, text, MAX_TEXT);
+                    if text.len() > before {
+                        parts.push(text.len() as u32);
+                    }
                 }
             }),
             Mode::Json { body, overflow } => {
@@ -77,6 +91,38 @@ impl Tap {
             }
             Mode::Other => {}
         }
+    }
+
+    /// Whether the body is an event stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.mode, Mode::Sse(_))
+    }
+
+    /// Usage for the record: what the provider reported when the response
+    /// ended normally; otherwise output tokens counted from the streamed
+    /// text (never fewer than reported), flagged as estimated.
+    pub fn settle(&mut self, complete: bool) -> (Option<Usage>, bool) {
+        let report = self.finish();
+        match report.usage {
+            Some(u) if complete || !self.is_stream() => (Some(u), false),
+            Some(mut u) => {
+                u.output = u.output.max(self.estimate_output());
+                (Some(u), true)
+            }
+            None if self.is_stream() => (Some(Usage { output: self.estimate_output(), ..Usage::default() }), true),
+            None => (None, false),
+        }
+    }
+
+    fn estimate_output(&self) -> u64 {
+        let mut start = 0;
+        let mut total = 0;
+        for &end in &self.parts {
+            let end = end as usize;
+            total += self.text.get(start..end).map_or(0, estimate::count);
+            start = end;
+        }
+        total
     }
 
     /// Ends the response and reports.

@@ -1,0 +1,123 @@
+//! Output tokens counted with a real tokenizer when a response carries no
+//! usage: an OpenAI-compatible server that ignores `include_usage`, a client
+//! that turned it off, a stream cut short.
+//!
+//! o200k_base (tiktoken-rs) takes a few hundred milliseconds and ~15 MiB to
+//! load, so it is loaded on a helper thread the first time an estimate is
+//! needed; until it is ready, estimates use 4 bytes per token. Either way
+//! the record says `estimated: true`.
+
+use std::sync::{Once, OnceLock};
+
+use tiktoken_rs::CoreBPE;
+
+static BPE: OnceLock<CoreBPE> = OnceLock::new();
+static LOADING: Once = Once::new();
+
+/// Output-token estimate for `text`.
+pub fn count(text: &str) -> u64 {
+    match BPE.get() {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => {
+            start_loading();
+            text.len().div_ceil(4) as u64
+        }
+    }
+}
+
+fn start_loading() {
+    LOADING.call_once(|| {
+        let spawned = std::thread::Builder::new().name("aigw-tokenizer".into()).spawn(load_now);
+        if let Err(e) = spawned {
+            log::warn!("cannot start the tokenizer thread: {e}");
+        }
+    });
+}
+
+/// Loads the tokenizer on this thread (tests, and the helper thread).
+pub fn load_now() {
+    if BPE.get().is_some() {
+        return;
+    }
+    match tiktoken_rs::o200k_base() {
+        Ok(bpe) => {
+            let _ = BPE.set(bpe);
+        }
+        Err(e) => log::warn!("cannot load the o200k tokenizer: {e}"),
+    }
+}
+
+/// Appends the text of the output fields in one stream event's JSON:
+/// chat `content`, tool-call `arguments`, Responses `delta`, Anthropic
+/// `text` / `partial_json`, Gemini `text`, `reasoning_content`.
+///
+/// One pass: every `":"` marks a string value; its key is checked against
+/// the list, and only those values are copied (unescaped only if they hold
+/// a backslash). `benches/tap.rs` measures it.
+pub fn collect_text(json: &[u8], into: &mut String, cap: usize) {
+    const KEYS: [&[u8]; 6] = [b"content", b"text", b"arguments", b"delta", b"partial_json", b"reasoning_content"];
+    let finder = memchr::memmem::Finder::new(b"\":\"");
+    let mut at = 0;
+    while let Some(i) = finder.find(&json[at..]) {
+        let colon = at + i + 1;
+        let open = colon + 1;
+        let Some(close) = string_end(json, open) else { return };
+        at = close;
+        let key_end = colon - 1;
+        let Some(key_start) = memchr::memrchr(b'"', &json[..key_end]).map(|q| q + 1) else { continue };
+        if !KEYS.contains(&&json[key_start..key_end]) || into.len() >= cap {
+            continue;
+        }
+        let raw = &json[open + 1..close - 1];
+        if memchr::memchr(b'\\', raw).is_none() {
+            if let Ok(s) = std::str::from_utf8(raw) {
+                into.push_str(s);
+            }
+        } else if let Ok(s) = serde_json::from_slice::<String>(&json[open..close]) {
+            into.push_str(&s);
+        }
+    }
+}
+
+/// Index just past the JSON string whose opening quote is at `open`.
+fn string_end(b: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[j] == b'"' {
+            return Some(j + 1);
+        }
+        i = j + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_output_text_from_each_format() {
+        let mut t = String::new();
+        collect_text(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#, &mut t, 1 << 20);
+        collect_text(br#"{"choices":[{"delta":{"content":"Hello \"you\""}}]}"#, &mut t, 1 << 20);
+        collect_text(
+            br#"{"type":"content_block_delta","delta":{"type":"text_delta","text":" there"}}"#,
+            &mut t,
+            1 << 20,
+        );
+        collect_text(
+            br#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+            &mut t,
+            1 << 20,
+        );
+        collect_text(br#"{"type":"response.output_text.delta","delta":"!"}"#, &mut t, 1 << 20);
+        assert_eq!(t, "Hello \"you\" there{\"a\":1}!");
+    }
+
+    #[test]
+    fn counts_with_o200k_once_loaded() {
+        load_now();
+        // The mock's words are one token each.
+        assert_eq!(count("The quick brown fox jumps over the lazy dog."), 10);
+    }
+}
