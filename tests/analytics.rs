@@ -209,3 +209,31 @@ fn missing_usage_is_estimated_with_the_tokenizer() {
     assert!((5..1000).contains(&seen), "{log}");
     assert_eq!(log["data"][0]["estimated"], true);
 }
+
+#[test]
+fn bodies_are_captured_only_when_asked_and_truncated() {
+    let m = mock();
+    let toml = format!("[log]\ncapture_bodies = true\ncapture_max_bytes = 40\n{}", provider("mock", "mock", m.addr));
+    let gw = Gateway::start("", &toml);
+    let r =
+        roundtrip(gw.addr, &post_with("/mock/v1/chat/completions", CHAT, "Authorization: Bearer sk-not-logged\r\n"));
+    assert_eq!(r.status, 200);
+    let mut log = serde_json::Value::Null;
+    assert!(eventually(Duration::from_secs(5), || {
+        log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+        log["data"][0]["status"] == 200
+    }));
+    assert_eq!(log["data"][0]["request_body"], &CHAT[..40]);
+    assert_eq!(log["data"][0]["response_body"], String::from_utf8_lossy(&r.body[..40]).as_ref());
+    assert!(!log.to_string().contains("sk-not-logged"));
+
+    // Off by default.
+    let plain = Gateway::start("", &provider("mock", "mock", m.addr));
+    roundtrip(plain.addr, &post("/mock/v1/chat/completions", CHAT));
+    assert!(eventually(Duration::from_secs(5), || {
+        let l = roundtrip(plain.admin, &get("/admin/logs?limit=1")).json();
+        l["data"][0]["status"] == 200
+            && l["data"][0]["request_body"].is_null()
+            && l["data"][0]["response_body"].is_null()
+    }));
+}

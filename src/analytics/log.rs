@@ -53,6 +53,8 @@ impl Record {
             "bytes_out": self.bytes_out,
             "error": self.error,
             "metadata": self.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "request_body": self.request_body,
+            "response_body": self.response_body,
         })
     }
 }

@@ -54,6 +54,9 @@ pub struct Record {
     pub error: Option<&'static str>,
     /// `x-aigw-metadata`, validated as a flat JSON object of ≤ 5 entries.
     pub metadata: Option<String>,
+    /// Captured bodies (`[log] capture_bodies`), truncated, lossy UTF-8.
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
 }
 
 impl Record {
@@ -81,6 +84,8 @@ impl Record {
             bytes_out: 0,
             error: None,
             metadata: None,
+            request_body: None,
+            response_body: None,
         }
     }
 

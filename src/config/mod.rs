@@ -33,6 +33,10 @@ pub struct LogConfig {
     pub max_bytes: u64,
     /// Rotated files kept (`FILE.1` … `FILE.keep`).
     pub keep: usize,
+    /// Keep the first `capture_max_bytes` of request and response bodies in
+    /// each record (off by default: bodies hold prompts and answers).
+    pub capture_bodies: bool,
+    pub capture_max_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -252,7 +256,12 @@ impl Config {
             path: raw_log.path,
             max_bytes: raw_log.max_bytes.unwrap_or(100 << 20),
             keep: raw_log.keep.unwrap_or(5),
+            capture_bodies: raw_log.capture_bodies.unwrap_or(false),
+            capture_max_bytes: raw_log.capture_max_bytes.unwrap_or(4096),
         };
+        if log.capture_max_bytes > 1 << 20 {
+            errors.push("log.capture_max_bytes", "must be at most 1048576");
+        }
         if log.max_bytes < 4096 {
             errors.push("log.max_bytes", "must be at least 4096");
         }

@@ -60,6 +60,8 @@ pub struct RawLog {
     pub path: Option<PathBuf>,
     pub max_bytes: Option<u64>,
     pub keep: Option<usize>,
+    pub capture_bodies: Option<bool>,
+    pub capture_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

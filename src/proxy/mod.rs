@@ -19,12 +19,14 @@ pub struct Shared {
     pub upstreams: Vec<Arc<Upstream>>,
     by_name: HashMap<String, usize>,
     pub prices: PriceTable,
+    /// `[log] capture_bodies`: how many bytes of each body to keep.
+    pub capture: Option<usize>,
 }
 
 impl Shared {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable) -> Self {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable, capture: Option<usize>) -> Self {
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name, prices }
+        Self { upstreams, by_name, prices, capture }
     }
 }
 
@@ -72,6 +74,9 @@ pub async fn handle(
         r.provider = Some(up.label.clone());
         r.model = info.model;
         r.stream = info.stream;
+        if let Some(max) = w.shared.capture {
+            r.request_body = Some(String::from_utf8_lossy(&req.body[..req.body.len().min(max)]).into_owned());
+        }
     }
     let metadata = metadata(&req)?;
     if let Some(r) = rec.as_deref_mut() {

@@ -87,7 +87,13 @@ pub async fn relay(
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
     let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
     let content_type = response_header(&raw_head, &head, b"content-type");
-    let mut tap = rec.as_ref().map(|_| Tap::for_content_type(content_type));
+    let mut tap = rec.as_ref().map(|_| {
+        let tap = Tap::for_content_type(content_type);
+        match w.shared.capture {
+            Some(max) => tap.capture(max),
+            None => tap,
+        }
+    });
     let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
     let mut stripper = (strip_usage && is_sse).then(UsageStripper::new);
     drop(raw_head);
@@ -118,6 +124,7 @@ pub async fn relay(
         rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
         let complete = matches!(end, End::Complete { .. });
         (rec.usage, rec.estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
+        rec.response_body = tap.as_ref().and_then(Tap::captured);
         rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
             (Some(u), Some(model)) => w.shared.prices.cost(model, u),
             _ => None,

@@ -172,7 +172,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let analytics_stop = Arc::new(Shutdown::new());
     let (analytics, analytics_threads) = start_analytics(config, &analytics_stop)?;
     let prices = analytics::pricing::PriceTable::new(&config.pricing).map_err(StartError::Provider)?;
-    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices));
+    let capture = config.log.capture_bodies.then_some(config.log.capture_max_bytes);
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture));
     let workers = config.server.workers.resolve();
     let data_svc = Service {
         name: "aigw",

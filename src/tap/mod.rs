@@ -48,6 +48,8 @@ pub struct Tap {
     /// merge tokens across deltas).
     text: String,
     parts: Vec<u32>,
+    /// The first bytes of the body, when bodies are captured.
+    capture: Option<(Vec<u8>, usize)>,
 }
 
 impl Tap {
@@ -62,12 +64,35 @@ impl Tap {
         } else {
             Mode::Other
         };
-        Tap { mode, tracker: UsageTracker::new(), events: 0, done: false, text: String::new(), parts: Vec::new() }
+        Tap {
+            mode,
+            tracker: UsageTracker::new(),
+            events: 0,
+            done: false,
+            text: String::new(),
+            parts: Vec::new(),
+            capture: None,
+        }
+    }
+
+    /// Also keeps the first `max` bytes of the body.
+    pub fn capture(mut self, max: usize) -> Tap {
+        self.capture = Some((Vec::new(), max));
+        self
+    }
+
+    /// The captured start of the body, if capturing.
+    pub fn captured(&self) -> Option<String> {
+        self.capture.as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
     }
 
     /// Observes the next decoded body bytes, in order.
     pub fn observe(&mut self, data: &[u8]) {
-        let Tap { mode, tracker, events, done, text, parts } = self;
+        if let Some((buf, max)) = self.capture.as_mut() {
+            let room = max.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        let Tap { mode, tracker, events, done, text, parts, .. } = self;
         match mode {
             Mode::Sse(splitter) => splitter.feed(data, &mut |e| {
                 *events += 1;
