@@ -168,6 +168,7 @@ fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey,
                 "cost_usd": c.cost_usd,
                 "duration_ms": h.map_or(serde_json::Value::Null, |h| pcts(&h.duration)),
                 "ttfb_ms": h.map_or(serde_json::Value::Null, |h| pcts(&h.ttfb)),
+                "upstream_ms": h.map_or(serde_json::Value::Null, |h| pcts(&h.upstream)),
             }))
         })
         .collect();

@@ -49,6 +49,7 @@ impl Record {
             "cost_usd": self.cost_usd,
             "ttfb_ms": self.ttfb.map(|d| d.as_secs_f64() * 1000.0),
             "duration_ms": self.duration.as_secs_f64() * 1000.0,
+            "upstream_ms": self.upstream.map(|d| d.as_secs_f64() * 1000.0),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "error": self.error,
@@ -165,4 +166,35 @@ pub fn spawn(
             let _ = w.file.flush();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_n_files() {
+        let dir = std::env::temp_dir().join(format!("aigw-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("r.log");
+        let cfg = LogConfig { path: Some(path.clone()), max_bytes: 100, keep: 2, ..LogConfig::default() };
+        let mut w = Writer::open(&cfg, &path).expect("open");
+        let line = [b'x'; 39];
+        let mut one = line.to_vec();
+        one.push(b'\n');
+        for _ in 0..10 {
+            w.write(&one).expect("write");
+        }
+        w.file.flush().expect("flush");
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let rotated = |i: usize| PathBuf::from(format!("{}.{i}", path.display()));
+        // 10 lines of 40 bytes, two per 100-byte file: r.log, r.log.1, r.log.2
+        // hold the newest six; r.log.3 was never kept.
+        assert_eq!(size(&path), 80);
+        assert_eq!(size(&rotated(1)), 80);
+        assert_eq!(size(&rotated(2)), 80);
+        assert!(!rotated(3).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -46,6 +46,8 @@ pub struct Record {
     pub estimated: bool,
     pub cost_usd: Option<f64>,
     pub ttfb: Option<Duration>,
+    /// Time spent on the upstream: request sent to the last body byte.
+    pub upstream: Option<Duration>,
     pub duration: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -79,6 +81,7 @@ impl Record {
             estimated: false,
             cost_usd: None,
             ttfb: None,
+            upstream: None,
             duration: Duration::ZERO,
             bytes_in: 0,
             bytes_out: 0,

@@ -75,6 +75,9 @@ impl Recorder {
             if let Some(t) = rec.ttfb {
                 h.ttfb.saturating_record(micros(t));
             }
+            if let Some(t) = rec.upstream {
+                h.upstream.saturating_record(micros(t));
+            }
             if rec.provider.is_some() && rec.attempts > 0 {
                 let outcome = if rec.error.is_some_and(|e| e.starts_with("upstream")) { "error" } else { "ok" };
                 *local.attempts.entry((provider.clone(), outcome)).or_default() += 1;

@@ -87,6 +87,7 @@ pub async fn handle(
     }
     let deadline = req.started + up.timeouts.total;
     let outgoing = headers::upstream_request(&req, up, rest, &body);
+    let upstream_started = std::time::Instant::now();
     let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
         Ok(s) => s,
         Err(e) => {
@@ -97,7 +98,10 @@ pub async fn handle(
         }
     };
     w.active_upstream.set(w.active_upstream.get() + 1);
-    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec, strip_usage).await;
+    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec.as_deref_mut(), strip_usage).await;
+    if let Some(r) = rec {
+        r.upstream = Some(upstream_started.elapsed());
+    }
     w.active_upstream.set(w.active_upstream.get().saturating_sub(1));
     if let Some(r) = &w.recorder {
         // The gauge: connections in use plus those idle in the pool.
