@@ -237,3 +237,16 @@ fn bodies_are_captured_only_when_asked_and_truncated() {
             && l["data"][0]["response_body"].is_null()
     }));
 }
+
+#[test]
+fn upstream_is_asked_for_identity_encoding_so_usage_stays_readable() {
+    let m = mock();
+    let gw = Gateway::start("", &provider("mock", "mock", m.addr));
+    let r = roundtrip(gw.addr, &post_with("/mock/echo", "{}", "Accept-Encoding: gzip, deflate\r\n"));
+    let seen = r.json()["headers"].to_string().to_ascii_lowercase();
+    assert!(!seen.contains("accept-encoding"), "{seen}");
+    // With accounting off, the client's header goes through untouched.
+    let bare = Gateway::start("analytics = false", &provider("mock", "mock", m.addr));
+    let r = roundtrip(bare.addr, &post_with("/mock/echo", "{}", "Accept-Encoding: gzip, deflate\r\n"));
+    assert!(r.json()["headers"].to_string().to_ascii_lowercase().contains("accept-encoding"));
+}

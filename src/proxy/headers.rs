@@ -28,7 +28,12 @@ fn listed(names: &[&[u8]], name: &[u8]) -> bool {
 /// provider's base path, the client's end-to-end headers minus credentials
 /// (unless passthrough), plus Host, X-Forwarded-For, the provider's own
 /// headers and an exact Content-Length.
-pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes::Bytes) -> Outgoing {
+///
+/// With `identity` the client's Accept-Encoding is not forwarded, so the
+/// upstream answers uncompressed and the tap can read the usage (the OpenAI
+/// SDKs send `Accept-Encoding: gzip, deflate`; a gzipped JSON body would
+/// hide its tokens).
+pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes::Bytes, identity: bool) -> Outgoing {
     let head = &req.head;
     let method = head.method();
     let mut out = BytesMut::with_capacity(512 + up.injected.len() + body.len().min(COALESCE_BODY));
@@ -55,6 +60,7 @@ pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes:
             || name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
+            || (identity && name.eq_ignore_ascii_case(b"accept-encoding"))
             || name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-aigw-")
             || (!up.passthrough_auth && CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)))
             || up.injected_names.iter().any(|n| n.eq_ignore_ascii_case(name))

@@ -86,7 +86,7 @@ pub async fn handle(
         return Err(GatewayError::ProviderUnavailable { provider: up.name.clone(), reason: reason.clone() });
     }
     let deadline = req.started + up.timeouts.total;
-    let outgoing = headers::upstream_request(&req, up, rest, &body);
+    let outgoing = headers::upstream_request(&req, up, rest, &body, rec.is_some());
     let upstream_started = std::time::Instant::now();
     let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
         Ok(s) => s,
