@@ -81,13 +81,14 @@ struct LogQuery {
     status: Option<u16>,
 }
 
-/// `?limit=N&provider=P&model=M&status=S` (no percent-decoding needed for
-/// the names aigw allows; values are compared as given).
+/// `?limit=N&provider=P&model=M&status=S`, percent-decoded (model names
+/// such as `meta-llama/Llama-3.1-8B` arrive as `meta-llama%2FLlama-3.1-8B`).
 fn query(target: &[u8]) -> LogQuery {
     let mut q = LogQuery { limit: 100, provider: None, model: None, status: None };
     let Some(i) = target.iter().position(|&b| b == b'?') else { return q };
-    for pair in String::from_utf8_lossy(&target[i + 1..]).split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for pair in target[i + 1..].split(|&b| b == b'&') {
+        let pair = percent_decode(pair);
+        let (k, v) = pair.split_once('=').unwrap_or((&pair, ""));
         match k {
             "limit" => q.limit = v.parse().unwrap_or(100).min(analytics::log::RECENT),
             "provider" => q.provider = Some(v.to_string()),
@@ -99,7 +100,46 @@ fn query(target: &[u8]) -> LogQuery {
     q
 }
 
+/// `%XX` escapes and `+` as space; invalid escapes are kept as written.
+fn percent_decode(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match s[i] {
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn logs(a: &Analytics, q: LogQuery) -> String {
     let recent = a.recent.lock().unwrap_or_else(|p| p.into_inner());
     exposition::logs(&recent, q.limit, q.provider.as_deref(), q.model.as_deref(), q.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_query_is_percent_decoded() {
+        let q = query(b"/admin/logs?limit=7&model=meta-llama%2FLlama-3.1-8B&provider=vllm&status=200&x=%zz");
+        assert_eq!(q.limit, 7);
+        assert_eq!(q.model.as_deref(), Some("meta-llama/Llama-3.1-8B"));
+        assert_eq!(q.provider.as_deref(), Some("vllm"));
+        assert_eq!(q.status, Some(200));
+        assert_eq!(percent_decode(b"a+b%20c%"), "a b c%");
+        assert_eq!(query(b"/admin/logs").limit, 100);
+    }
 }
