@@ -23,8 +23,15 @@ struct Local {
     records_dropped: u64,
 }
 
+/// Distinct model labels a worker keeps; the model name comes from the
+/// client, so past this every new name is counted under "other" instead of
+/// growing /metrics and the collector without bound.
+const MAX_MODELS: usize = 1000;
+
 pub struct Recorder {
     worker: usize,
+    /// Model labels interned once: no allocation per request.
+    models: RefCell<HashMap<Box<str>, Arc<str>>>,
     out: Analytics,
     local: RefCell<Local>,
     /// A delta that found the channel full, merged into the next one.
@@ -43,6 +50,7 @@ impl Recorder {
     pub fn new(worker: usize, out: Analytics) -> Recorder {
         Recorder {
             worker,
+            models: RefCell::new(HashMap::new()),
             out,
             local: RefCell::new(Local::default()),
             pending: RefCell::new(None),
@@ -55,7 +63,7 @@ impl Recorder {
         {
             let mut local = self.local.borrow_mut();
             let provider = rec.provider.clone().unwrap_or_else(none);
-            let model: Arc<str> = rec.model.as_deref().map_or_else(none, Arc::from);
+            let model = rec.model.as_deref().map_or_else(none, |m| self.model_label(m));
             let key =
                 SeriesKey { provider: provider.clone(), model: model.clone(), status: rec.status, cache: rec.cache };
             let c = local.counters.entry(key).or_default();
@@ -89,6 +97,20 @@ impl Recorder {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.records.try_send(Box::new(rec)) {
             self.local.borrow_mut().records_dropped += 1;
         }
+    }
+
+    fn model_label(&self, model: &str) -> Arc<str> {
+        let mut models = self.models.borrow_mut();
+        if let Some(label) = models.get(model) {
+            return label.clone();
+        }
+        if models.len() >= MAX_MODELS {
+            thread_local!(static OTHER: Arc<str> = Arc::from("other"));
+            return OTHER.with(Arc::clone);
+        }
+        let label: Arc<str> = Arc::from(model);
+        models.insert(model.into(), label.clone());
+        label
     }
 
     /// Moves the local aggregates into a delta and tries to send it; if the
@@ -142,5 +164,33 @@ pub async fn flush_loop(rec: Rc<Recorder>, ctx: Rc<crate::server::listener::Serv
             rec.flush(0);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::analytics::{State, log::Recent};
+
+    #[test]
+    fn model_labels_are_interned_and_capped() {
+        let (deltas, _rx1) = crossbeam_channel::bounded(1);
+        let (records, _rx2) = crossbeam_channel::bounded(1);
+        let out = Analytics {
+            deltas,
+            records,
+            state: Arc::new(Mutex::new(State::new())),
+            recent: Arc::new(Mutex::new(Recent::default())),
+        };
+        let r = Recorder::new(0, out);
+        let a = r.model_label("gpt-4o");
+        assert!(Arc::ptr_eq(&a, &r.model_label("gpt-4o")));
+        for i in 0..MAX_MODELS {
+            r.model_label(&format!("m{i}"));
+        }
+        assert_eq!(&*r.model_label("one-too-many"), "other");
+        assert_eq!(&*r.model_label("gpt-4o"), "gpt-4o");
     }
 }
