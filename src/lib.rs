@@ -35,6 +35,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     analytics::{self, Analytics, exposition},
+    cache::{Cache, CacheKey, Purge},
     error::{GatewayError, json_error, json_response},
     http::write,
     server::{
@@ -16,6 +17,7 @@ use crate::{
 pub struct AdminCtx {
     pub shutdown: Arc<Shutdown>,
     pub analytics: Option<Analytics>,
+    pub cache: Option<Arc<Cache>>,
 }
 
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
@@ -28,15 +30,19 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
         (b"GET" | b"HEAD", b"/readyz") if a.shutdown.is_triggered() => (503, r#"{"status":"draining"}"#.to_string()),
         (b"GET" | b"HEAD", b"/readyz") => (200, r#"{"status":"ready"}"#.to_string()),
         (b"GET", b"/metrics") if a.analytics.is_some() => {
-            let body = a.analytics.as_ref().map(metrics).unwrap_or_default();
+            let body = a.analytics.as_ref().map(|an| metrics(an, a.cache.as_ref())).unwrap_or_default();
             return send(io, text_response(&body, &req, keep_alive), keep_alive).await;
         }
         (b"GET", b"/admin/stats") if a.analytics.is_some() => {
-            (200, a.analytics.as_ref().map(stats).unwrap_or_default())
+            (200, a.analytics.as_ref().map(|an| stats(an, a.cache.as_ref())).unwrap_or_default())
         }
         (b"GET", b"/admin/logs") if a.analytics.is_some() => {
             (200, a.analytics.as_ref().map(|an| logs(an, query(target))).unwrap_or_default())
         }
+        (b"POST" | b"DELETE", b"/admin/cache/purge") => match &a.cache {
+            Some(cache) => purge(cache, target).await,
+            None => (404, json_error("no cache", "invalid_request_error", "not_found")),
+        },
         _ => (404, json_error("no such admin endpoint", "invalid_request_error", "not_found")),
     };
     let mut resp = json_response(status, &body, req.head.version(), Some(req.id.as_bytes()), !keep_alive);
@@ -63,15 +69,63 @@ fn text_response(body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut
     out
 }
 
-fn metrics(a: &Analytics) -> String {
+fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>) -> String {
     let log_total = a.recent.lock().map_or(0, |r| r.total);
+    let gauges = cache_gauges(cache);
     let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
-    exposition::metrics(&state, log_total)
+    exposition::metrics(&state, log_total, &gauges)
 }
 
-fn stats(a: &Analytics) -> String {
+fn stats(a: &Analytics, cache: Option<&Arc<Cache>>) -> String {
+    let gauges = cache_gauges(cache);
     let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
-    exposition::stats(&state)
+    exposition::stats(&state, &gauges)
+}
+
+fn cache_gauges(cache: Option<&Arc<Cache>>) -> exposition::CacheGauges {
+    let Some(c) = cache else { return exposition::CacheGauges::default() };
+    let (bytes, entries, evictions) = c.store_stats().unwrap_or_default();
+    exposition::CacheGauges {
+        backend: if c.store_stats().is_some() { "memory" } else { "redis" },
+        bytes,
+        entries,
+        evictions,
+        redis_errors: c.redis_errors(),
+    }
+}
+
+/// `/admin/cache/purge`: everything, `?key=HEX` (as logged in
+/// `cache_key`), or `?provider=NAME`.
+async fn purge(cache: &Cache, target: &[u8]) -> (u16, String) {
+    let q = target.iter().position(|&b| b == b'?').map(|i| percent_decode(&target[i + 1..])).unwrap_or_default();
+    let mut key = None;
+    let mut provider = None;
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("key", v)) => key = Some(v.to_string()),
+            Some(("provider", v)) => provider = Some(v.to_string()),
+            _ => {
+                return (400, json_error("purge takes key=HEX or provider=NAME", "invalid_request_error", "bad_query"));
+            }
+        }
+    }
+    let what = match (&key, &provider) {
+        (None, None) => Purge::All,
+        (Some(k), None) => match CacheKey::parse_hex(k) {
+            Some(k) => Purge::Key(k),
+            None => {
+                return (400, json_error("key must be 32 hex digits", "invalid_request_error", "bad_query"));
+            }
+        },
+        (None, Some(p)) => Purge::Provider(p),
+        (Some(_), Some(_)) => {
+            return (400, json_error("give key or provider, not both", "invalid_request_error", "bad_query"));
+        }
+    };
+    match cache.purge(what).await {
+        Ok(n) => (200, serde_json::json!({ "purged": n }).to_string()),
+        Err(e) => (502, json_error(&e, "api_error", "cache_backend_error")),
+    }
 }
 
 struct LogQuery {

@@ -13,7 +13,70 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn metrics(s: &State, log_total: u64) -> String {
+/// The cache store's own figures, read at scrape time.
+#[derive(Debug, Default)]
+pub struct CacheGauges {
+    pub backend: &'static str,
+    pub bytes: u64,
+    pub entries: u64,
+    pub evictions: u64,
+    pub redis_errors: u64,
+}
+
+/// (hits, misses) over series: a coalesced answer is a hit, an expired
+/// entry a miss.
+fn hits_misses<'a>(series: impl Iterator<Item = (&'a super::SeriesKey, &'a Counters)>) -> (u64, u64) {
+    series.fold((0, 0), |(h, m), (k, c)| match k.cache {
+        "hit" => (h + c.requests, m),
+        "miss" | "expired" => (h, m + c.requests),
+        _ => (h, m),
+    })
+}
+
+fn hit_rate((hits, misses): (u64, u64)) -> f64 {
+    if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 }
+}
+
+fn cache_metrics(out: &mut String, s: &State, models: &[((Arc<str>, Arc<str>), Counters)], g: &CacheGauges) {
+    let (hits, misses) = hits_misses(s.totals.iter());
+    let coalesced: u64 = s.totals.values().map(|c| c.coalesced).sum();
+    for (name, kind, help, v) in [
+        ("aigw_cache_hits_total", "counter", "Answers served from the cache or a coalesced request.", hits),
+        ("aigw_cache_misses_total", "counter", "Cacheable requests that went upstream (expired included).", misses),
+        ("aigw_cache_coalesced_total", "counter", "Requests answered by an identical request in flight.", coalesced),
+        ("aigw_cache_evictions_total", "counter", "Entries evicted to stay within cache.max_bytes.", g.evictions),
+        ("aigw_cache_bytes", "gauge", "Bytes held by the in-process cache store.", g.bytes),
+        ("aigw_cache_entries", "gauge", "Entries in the in-process cache store.", g.entries),
+        ("aigw_cache_redis_errors_total", "counter", "Redis cache commands that failed or timed out.", g.redis_errors),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    out.push_str("# HELP aigw_cache_saved_tokens_total Tokens cache hits did not spend upstream.\n");
+    out.push_str("# TYPE aigw_cache_saved_tokens_total counter\n");
+    for ((p, m), c) in models {
+        for (dir, n) in [("input", c.saved_input_tokens), ("output", c.saved_output_tokens)] {
+            let _ = writeln!(
+                out,
+                "aigw_cache_saved_tokens_total{{provider=\"{}\",model=\"{}\",direction=\"{dir}\"}} {n}",
+                esc(p),
+                esc(m)
+            );
+        }
+    }
+    out.push_str("# HELP aigw_cache_saved_cost_usd_total What cache hits would have cost upstream, in USD.\n");
+    out.push_str("# TYPE aigw_cache_saved_cost_usd_total counter\n");
+    for ((p, m), c) in models {
+        let _ = writeln!(
+            out,
+            "aigw_cache_saved_cost_usd_total{{provider=\"{}\",model=\"{}\"}} {}",
+            esc(p),
+            esc(m),
+            c.saved_cost_usd
+        );
+    }
+}
+
+pub fn metrics(s: &State, log_total: u64, cache: &CacheGauges) -> String {
     let mut out = String::with_capacity(4096);
     let mut sorted: Vec<_> = s.totals.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
@@ -60,6 +123,8 @@ pub fn metrics(s: &State, log_total: u64) -> String {
     for ((p, m), c) in &models {
         let _ = writeln!(out, "aigw_cost_usd_total{{provider=\"{}\",model=\"{}\"}} {}", esc(p), esc(m), c.cost_usd);
     }
+
+    cache_metrics(&mut out, s, &models, cache);
 
     let mut hists: Vec<_> = s.hists.iter().collect();
     hists.sort_by(|a, b| a.0.cmp(b.0));
@@ -139,20 +204,23 @@ fn pcts(h: &hdrhistogram::Histogram<u32>) -> serde_json::Value {
 }
 
 fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey, Hists>) -> serde_json::Value {
-    let mut by_model: HashMap<HistKey, (Counters, u64)> = HashMap::new();
+    let mut by_model: HashMap<HistKey, (Counters, u64, (u64, u64))> = HashMap::new();
     for (k, c) in counters {
         let e = by_model.entry(HistKey { provider: k.provider.clone(), model: k.model.clone() }).or_default();
         e.0.add(c);
         if k.status >= 400 {
             e.1 += c.requests;
         }
+        let (h, m) = hits_misses(std::iter::once((k, c)));
+        e.2.0 += h;
+        e.2.1 += m;
     }
     let mut keys: Vec<_> = by_model.keys().cloned().collect();
     keys.sort();
     let rows: Vec<_> = keys
         .iter()
         .filter_map(|k| {
-            let (c, errors) = by_model.get(k)?;
+            let (c, errors, hm) = by_model.get(k)?;
             let h = hists.get(k);
             Some(serde_json::json!({
                 "provider": &*k.provider,
@@ -160,7 +228,11 @@ fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey,
                 "requests": c.requests,
                 "errors": errors,
                 "error_rate": if c.requests > 0 { *errors as f64 / c.requests as f64 } else { 0.0 },
-                "cache_hit_rate": 0.0,
+                "cache_hit_rate": hit_rate(*hm),
+                "cache_hits": hm.0,
+                "saved_input_tokens": c.saved_input_tokens,
+                "saved_output_tokens": c.saved_output_tokens,
+                "saved_cost_usd": c.saved_cost_usd,
                 "input_tokens": c.input_tokens,
                 "output_tokens": c.output_tokens,
                 "cached_input_tokens": c.cached_input_tokens,
@@ -177,7 +249,7 @@ fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey,
 
 /// Totals and per provider/model rows for the last minute, the last hour and
 /// since start.
-pub fn stats(s: &State) -> String {
+pub fn stats(s: &State, cache: &CacheGauges) -> String {
     let window = |ring: &std::collections::VecDeque<super::collector::Bucket>, width, buckets: u64| {
         let now = s.bucket_now(width);
         let mut counters: HashMap<super::SeriesKey, Counters> = HashMap::new();
@@ -206,12 +278,25 @@ pub fn stats(s: &State) -> String {
             "requests": total.requests,
             "errors": errors,
             "error_rate": if total.requests > 0 { errors as f64 / total.requests as f64 } else { 0.0 },
-            "cache_hit_rate": 0.0,
+            "cache_hit_rate": hit_rate(hits_misses(s.totals.iter())),
             "input_tokens": total.input_tokens,
             "output_tokens": total.output_tokens,
             "cached_input_tokens": total.cached_input_tokens,
             "cost_usd": total.cost_usd,
             "log_records_dropped": s.records_dropped,
+        },
+        "cache": {
+            "backend": cache.backend,
+            "hits": hits_misses(s.totals.iter()).0,
+            "misses": hits_misses(s.totals.iter()).1,
+            "coalesced": total.coalesced,
+            "saved_input_tokens": total.saved_input_tokens,
+            "saved_output_tokens": total.saved_output_tokens,
+            "saved_cost_usd": total.saved_cost_usd,
+            "bytes": cache.bytes,
+            "entries": cache.entries,
+            "evictions": cache.evictions,
+            "redis_errors": cache.redis_errors,
         },
         "last_1m": window(&s.short, super::collector::SHORT, 6),
         "last_1h": window(&s.long, super::collector::LONG, 60),

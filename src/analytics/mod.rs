@@ -41,6 +41,14 @@ pub struct Record {
     pub stream: bool,
     pub status: u16,
     pub cache: &'static str,
+    /// The entry's key (hex) when the cache applied; what
+    /// `/admin/cache/purge?key=` takes.
+    pub cache_key: Option<String>,
+    /// Served by following an identical request in flight.
+    pub coalesced: bool,
+    /// What a hit (or coalesced answer) would have cost upstream.
+    pub saved: Option<Usage>,
+    pub saved_cost_usd: Option<f64>,
     pub attempts: u32,
     pub usage: Option<Usage>,
     pub estimated: bool,
@@ -76,6 +84,10 @@ impl Record {
             stream: false,
             status: 0,
             cache: "none",
+            cache_key: None,
+            coalesced: false,
+            saved: None,
+            saved_cost_usd: None,
             attempts: 0,
             usage: None,
             estimated: false,
@@ -137,6 +149,11 @@ pub struct Counters {
     pub cost_usd: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Tokens and cost that cache hits and coalesced requests did not spend.
+    pub saved_input_tokens: u64,
+    pub saved_output_tokens: u64,
+    pub saved_cost_usd: f64,
+    pub coalesced: u64,
 }
 
 impl Counters {
@@ -150,6 +167,10 @@ impl Counters {
         self.cost_usd += o.cost_usd;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
+        self.saved_input_tokens += o.saved_input_tokens;
+        self.saved_output_tokens += o.saved_output_tokens;
+        self.saved_cost_usd += o.saved_cost_usd;
+        self.coalesced += o.coalesced;
     }
 }
 

@@ -78,6 +78,12 @@ impl Recorder {
             c.cost_usd += rec.cost_usd.unwrap_or(0.0);
             c.bytes_in += rec.bytes_in;
             c.bytes_out += rec.bytes_out;
+            if let Some(u) = rec.saved {
+                c.saved_input_tokens += u.input;
+                c.saved_output_tokens += u.output;
+            }
+            c.saved_cost_usd += rec.saved_cost_usd.unwrap_or(0.0);
+            c.coalesced += u64::from(rec.coalesced);
             let h = local.hists.entry(HistKey { provider: provider.clone(), model }).or_default();
             h.duration.saturating_record(micros(rec.duration));
             if let Some(t) = rec.ttfb {

@@ -2,13 +2,15 @@
 //! that holds only checked values. Every rejection names its key path, and
 //! all errors of a file are reported together (`aigw check-config`).
 
+mod cache;
 pub mod duration;
 mod raw;
 pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use raw::{RawIoDriver, RawKind, RawLog, RawProvider, RawServer, RawWorkers};
+pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
+use raw::{RawCache, RawIoDriver, RawKind, RawLog, RawProvider, RawServer, RawWorkers};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -22,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `[pricing."MODEL"]` overrides on top of the built-in price table.
     pub pricing: std::collections::BTreeMap<String, crate::analytics::pricing::Price>,
+    pub cache: CacheConfig,
 }
 
 /// `[log]`: the request log file.
@@ -129,6 +132,8 @@ pub struct Provider {
     pub timeouts: UpstreamTimeouts,
     pub pool: PoolConfig,
     pub tls_ca_file: Option<PathBuf>,
+    /// Cache TTL for this provider's responses; None: `[cache] default_ttl`.
+    pub cache_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +189,7 @@ impl Errors {
 }
 
 /// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &["routes", "cache", "rate_limits", "auth"];
+const FUTURE_SECTIONS: &[&str] = &["routes", "rate_limits", "auth"];
 
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
@@ -208,12 +213,14 @@ impl Config {
         let mut errors = Errors(Vec::new());
         let mut server = None;
         let mut raw_log = None;
+        let mut raw_cache = None;
         let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
             match key.as_str() {
                 "server" => server = section::<RawServer>(&mut errors, "server", value),
                 "log" => raw_log = section::<RawLog>(&mut errors, "log", value),
+                "cache" => raw_cache = section::<RawCache>(&mut errors, "cache", value),
                 "pricing" => match value {
                     toml::Value::Table(t) => {
                         for (model, v) in t {
@@ -265,8 +272,9 @@ impl Config {
         if log.max_bytes < 4096 {
             errors.push("log.max_bytes", "must be at least 4096");
         }
+        let cache = cache::validate(&mut errors, raw_cache.unwrap_or_default());
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => Ok(Config { server, providers, log, pricing }),
+            (Some(server), true) => Ok(Config { server, providers, log, pricing, cache }),
             _ => Err(ConfigErrors(errors.0)),
         }
     }
@@ -449,6 +457,7 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         timeouts,
         pool,
         tls_ca_file: raw.tls_ca_file,
+        cache_ttl: raw.cache_ttl,
         name,
     };
     (errors.0.len() == before).then_some(provider)

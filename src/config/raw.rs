@@ -86,4 +86,37 @@ pub struct RawProvider {
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub pool_idle_timeout: Option<Duration>,
     pub tls_ca_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub cache_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub default_ttl: Option<Duration>,
+    pub max_bytes: Option<u64>,
+    pub max_entry_bytes: Option<usize>,
+    pub scope: Option<RawCacheScope>,
+    pub vary_headers: Option<Vec<String>>,
+    pub coalesce: Option<bool>,
+    pub backend: Option<RawCacheBackend>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub redis_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawCacheScope {
+    Key,
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawCacheBackend {
+    Memory,
+    Redis,
 }

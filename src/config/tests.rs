@@ -91,7 +91,15 @@ fn each_rejection_names_its_key() {
     assert_rejects("[providers.x]\nkind = \"openai\"\ntls_ca_file = \"/nonexistent\"\n", "providers.x.tls_ca_file");
     assert_rejects("[providers.v1]\nkind = \"mock\"\n", "providers.v1");
     assert_rejects("[providers.\"a/b\"]\nkind = \"mock\"\n", "providers.a/b");
-    assert_rejects("[cache]\ndefault_ttl = \"0s\"\n", "cache");
+    assert_rejects("[routes.chat]\nstrategy = \"fallback\"\n", "routes");
+    assert_rejects(&format!("[cache]\nmax_bytes = 10\n{MOCK}"), "cache.max_bytes");
+    assert_rejects(&format!("[cache]\nmax_entry_bytes = 100000000\n{MOCK}"), "cache.max_entry_bytes");
+    assert_rejects(&format!("[cache]\nscope = \"global\"\n{MOCK}"), "cache.scope");
+    assert_rejects(&format!("[cache]\nvary_headers = [\"a b\"]\n{MOCK}"), "cache.vary_headers");
+    assert_rejects(&format!("[cache]\nbackend = \"redis\"\n{MOCK}"), "cache.redis_url");
+    assert_rejects(&format!("[cache]\nredis_url = \"redis://127.0.0.1\"\n{MOCK}"), "cache.backend");
+    assert_rejects(&format!("[cache]\nbackend = \"redis\"\nredis_url = \"http://x\"\n{MOCK}"), "cache.redis_url");
+    assert_rejects(&format!("[cache]\ndefault_ttl = \"5\"\n{MOCK}"), "cache.default_ttl");
     assert_rejects(&format!("[log]\nmax_bytes = 10\n{MOCK}"), "log.max_bytes");
     assert_rejects(&format!("[pricing.\"m\"]\ninput = -1.0\noutput = 1.0\n{MOCK}"), "pricing.\"m\"");
     assert_rejects(&format!("[pricing.\"m\"]\ninput = 1.0\n{MOCK}"), "pricing.\"m\"");
@@ -107,4 +115,20 @@ fn all_errors_are_reported_together() {
         "[server]\nlisten = \"x\"\nworkers = -1\n[providers.a]\nkind = \"zzz\"\n[providers.b]\nkind = \"openai\"\nbase_url = \"nope\"\n",
     );
     assert_eq!(e.len(), 4, "{e:?}");
+}
+
+#[test]
+fn cache_section() {
+    let c = Config::from_toml(&format!(
+        "[cache]\ndefault_ttl = \"5m\"\nscope = \"shared\"\nvary_headers = [\"X-Team\"]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6390/2\"\n{MOCK}cache_ttl = \"10s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.cache.default_ttl, Duration::from_secs(300));
+    assert_eq!(c.cache.scope, CacheScope::Shared);
+    assert_eq!(c.cache.vary_headers, vec!["x-team".to_string()]);
+    assert!(matches!(&c.cache.backend, CacheBackend::Redis(r) if r.addr.port() == 6390 && r.db == 2));
+    assert_eq!(c.providers[0].cache_ttl, Some(Duration::from_secs(10)));
+    let d = Config::from_toml(MOCK).unwrap();
+    assert_eq!(d.cache.default_ttl, Duration::ZERO);
+    assert_eq!(d.cache.backend, CacheBackend::Memory);
 }

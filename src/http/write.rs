@@ -39,8 +39,16 @@ pub fn chunk(out: &mut BytesMut, data: &[u8]) {
     if data.is_empty() {
         return;
     }
+    out.reserve(data.len() + 20);
+    chunk_size_line(out, data.len());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends a chunk's size line; the caller sends the data and its CRLF.
+pub fn chunk_size_line(out: &mut BytesMut, len: usize) {
     let mut hex = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut i = hex.len();
     loop {
         i -= 1;
@@ -50,10 +58,7 @@ pub fn chunk(out: &mut BytesMut, data: &[u8]) {
             break;
         }
     }
-    out.reserve(hex.len() - i + data.len() + 4);
     out.put_slice(&hex[i..]);
-    out.put_slice(b"\r\n");
-    out.put_slice(data);
     out.put_slice(b"\r\n");
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use bytes::{BufMut, BytesMut};
 
 use crate::{
+    cache::{CacheStatus, entry::stored_header},
     config::ProviderKind,
     http::{Version, is_hop_by_hop, list_tokens, response::ParsedResponse, write},
     server::conn::{Request, RequestId},
@@ -121,6 +122,7 @@ pub fn client_response_head(
     client_version: Version,
     keep_alive: bool,
     id: RequestId,
+    cache: Option<CacheStatus>,
 ) -> BytesMut {
     let mut out = BytesMut::with_capacity(raw.len() + 128);
     write::status_line(&mut out, Version::Http11, resp.status, &raw[resp.reason.clone()]);
@@ -140,6 +142,9 @@ pub fn client_response_head(
         ClientFraming::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
         ClientFraming::Empty | ClientFraming::UntilClose => {}
     }
+    if let Some(c) = cache {
+        write::header(&mut out, b"x-aigw-cache-status", c.header());
+    }
     write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
     if !keep_alive {
         write::header(&mut out, b"Connection", b"close");
@@ -148,4 +153,17 @@ pub fn client_response_head(
     }
     write::end_head(&mut out);
     out
+}
+
+/// The upstream's end-to-end headers a cache entry keeps, as header lines.
+pub fn stored_headers(raw: &[u8], resp: &ParsedResponse) -> bytes::Bytes {
+    let all = || resp.headers.iter().map(|h| (&raw[h.name.clone()], &raw[h.value.clone()]));
+    let dropped = connection_listed(all());
+    let mut out = BytesMut::new();
+    for (name, value) in all() {
+        if !is_hop_by_hop(name) && !listed(&dropped, name) && stored_header(name) {
+            write::header(&mut out, name, value);
+        }
+    }
+    out.freeze()
 }

@@ -1,6 +1,7 @@
 //! The per-request pipeline of the data listener:
 //! route → rewrite the head → exchange with the upstream → relay the body.
 
+mod cached;
 mod headers;
 mod relay;
 
@@ -8,6 +9,10 @@ use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::{
     analytics::{Record, pricing::PriceTable, recorder::Recorder, request_body},
+    cache::{
+        Cache, CacheStatus, Lookup, Plan, PlanInput,
+        flight::{Join, Leader},
+    },
     config::ProviderKind,
     error::GatewayError,
     server::conn::{ClientIo, Outcome, Request},
@@ -21,13 +26,24 @@ pub struct Shared {
     pub prices: PriceTable,
     /// `[log] capture_bodies`: how many bytes of each body to keep.
     pub capture: Option<usize>,
+    pub cache: Arc<Cache>,
 }
 
 impl Shared {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable, capture: Option<usize>) -> Self {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable, capture: Option<usize>, cache: Arc<Cache>) -> Self {
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name, prices, capture }
+        Self { upstreams, by_name, prices, capture, cache }
     }
+}
+
+/// A cacheable miss being relayed: the leader of its flight, and where the
+/// answer goes once complete.
+pub struct CacheFill {
+    pub leader: Leader,
+    pub key: crate::cache::CacheKey,
+    pub ttl: std::time::Duration,
+    /// The answer's stored headers, once its head arrived.
+    pub headers: bytes::Bytes,
 }
 
 /// Per-worker state of the proxy: shared config, this worker's pools and
@@ -86,6 +102,58 @@ pub async fn handle(
         return Err(GatewayError::ProviderUnavailable { provider: up.name.clone(), reason: reason.clone() });
     }
     let deadline = req.started + up.timeouts.total;
+
+    let cache = &w.shared.cache;
+    let plan = cache.plan(&PlanInput {
+        head: &req.head,
+        provider: &up.name,
+        provider_ttl: up.cache_ttl,
+        path: rest,
+        body: &body,
+        stripped: strip_usage,
+    })?;
+    let mut fill = None;
+    let cache_status = match plan {
+        Plan::Off => None,
+        Plan::Bypass => Some(CacheStatus::Bypass),
+        Plan::Use { key, ttl } => {
+            if let Some(r) = rec.as_deref_mut() {
+                r.cache_key = Some(key.hex());
+            }
+            let status = match cache.get(&up.name, key).await {
+                Lookup::Hit(entry) => {
+                    if let Some(r) = rec.as_deref_mut() {
+                        r.cache = CacheStatus::Hit.label();
+                    }
+                    return Ok(cached::serve_hit(w, &entry, io, &req, keep_alive, rec).await);
+                }
+                Lookup::Expired => CacheStatus::Expired,
+                Lookup::Miss => CacheStatus::Miss,
+            };
+            let max = cache.config.max_entry_bytes;
+            let join =
+                if cache.config.coalesce { cache.flights.join(key, max) } else { Join::Leader(Leader::solo(max)) };
+            match join {
+                Join::Leader(leader) => fill = Some(CacheFill { leader, key, ttl, headers: bytes::Bytes::new() }),
+                Join::Follower(f) => {
+                    if let Some(r) = rec.as_deref_mut() {
+                        r.cache = CacheStatus::Hit.label();
+                    }
+                    match cached::follow(w, &up.name, f, io, &req, keep_alive, deadline, rec.as_deref_mut()).await? {
+                        cached::Followed::Done(outcome) => return Ok(outcome),
+                        // The leader got no cacheable answer: this request
+                        // goes upstream on its own and stores nothing.
+                        cached::Followed::Released => {}
+                    }
+                }
+            }
+            Some(status)
+        }
+    };
+    if let (Some(r), Some(s)) = (rec.as_deref_mut(), cache_status) {
+        r.cache = s.label();
+    }
+
     let outgoing = headers::upstream_request(&req, up, rest, &body, rec.is_some());
     let upstream_started = std::time::Instant::now();
     let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
@@ -98,7 +166,9 @@ pub async fn handle(
         }
     };
     w.active_upstream.set(w.active_upstream.get() + 1);
-    let outcome = relay::relay(w, up, start, io, &req, keep_alive, deadline, rec.as_deref_mut(), strip_usage).await;
+    let cache_out = relay::CacheOut { status: cache_status, fill };
+    let outcome =
+        relay::relay(w, up, start, io, &req, keep_alive, deadline, rec.as_deref_mut(), strip_usage, cache_out).await;
     if let Some(r) = rec {
         r.upstream = Some(upstream_started.elapsed());
     }

@@ -17,11 +17,16 @@ use monoio::{
 };
 
 use super::{
-    Worker,
-    headers::{ClientFraming, client_response_head},
+    CacheFill, Worker,
+    headers::{ClientFraming, client_response_head, stored_headers},
 };
 use crate::{
     analytics::Record,
+    cache::{
+        CacheStatus, Entry,
+        entry::now_unix_ms,
+        flight::{FlightHead, Leader},
+    },
     http::{
         Version,
         chunked::ChunkedDecoder,
@@ -64,6 +69,13 @@ impl Progress {
     }
 }
 
+/// The cache's part in a relayed response: its status header, and for a
+/// cacheable miss the fill that records the answer.
+pub struct CacheOut {
+    pub status: Option<CacheStatus>,
+    pub fill: Option<CacheFill>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     w: &Worker,
@@ -75,6 +87,7 @@ pub async fn relay(
     deadline: Instant,
     rec: Option<&mut Record>,
     strip_usage: bool,
+    cache: CacheOut,
 ) -> Outcome {
     let ResponseStart { mut conn, head, raw_head, attempts } = start;
     let client_version = req.head.version();
@@ -85,8 +98,27 @@ pub async fn relay(
         (ResponseFraming::Chunked | ResponseFraming::UntilClose, Version::Http10) => ClientFraming::UntilClose,
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
-    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id);
+    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, cache.status);
     let content_type = response_header(&raw_head, &head, b"content-type");
+    let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
+    let mut fill = cache.fill.map(|leader| CacheFill { headers: stored_headers(&raw_head, &head), ..leader });
+    if let Some(f) = fill.as_mut() {
+        // Only complete 2xx answers with a body are stored and shared.
+        if (200..300).contains(&head.status) && head.status != 206 && head.framing != ResponseFraming::Empty {
+            f.leader.head(FlightHead {
+                status: head.status,
+                headers: f.headers.clone(),
+                stream: is_sse,
+                length: match framing {
+                    ClientFraming::Length(n) => Some(n),
+                    _ => None,
+                },
+            });
+        } else {
+            f.leader.release();
+            fill = None;
+        }
+    }
     let mut tap = rec.as_ref().map(|_| {
         let tap = Tap::for_content_type(content_type);
         match w.shared.capture {
@@ -94,9 +126,7 @@ pub async fn relay(
             None => tap,
         }
     });
-    let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
     let mut stripper = (strip_usage && is_sse).then(UsageStripper::new);
-    drop(raw_head);
 
     let mut progress = Progress::default();
     let end = match head.framing {
@@ -109,21 +139,26 @@ pub async fn relay(
                 End::ClientGone
             }
         }
-        ResponseFraming::Length(n) => relay_length(io, &mut conn, out, n, deadline, &mut tap, &mut progress).await,
+        ResponseFraming::Length(n) => {
+            let leader = fill.as_mut().map(|f| &mut f.leader);
+            relay_length(io, &mut conn, out, n, deadline, &mut tap, leader, &mut progress).await
+        }
         ResponseFraming::Chunked | ResponseFraming::UntilClose => {
             let chunked_in = head.framing == ResponseFraming::Chunked;
             let chunked_out = framing == ClientFraming::Chunked;
-            let mut filter = Filter { tap: &mut tap, stripper: stripper.as_mut(), scratch: Vec::new() };
+            let leader = fill.as_mut().map(|f| &mut f.leader);
+            let mut filter = Filter { tap: &mut tap, stripper: stripper.as_mut(), leader, scratch: Vec::new() };
             relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut filter, &mut progress).await
         }
     };
+    let complete = matches!(end, End::Complete { .. });
+    let (usage, estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
     if let Some(rec) = rec {
         rec.status = head.status;
         rec.attempts = attempts;
         rec.bytes_out = progress.bytes_out;
         rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
-        let complete = matches!(end, End::Complete { .. });
-        (rec.usage, rec.estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
+        (rec.usage, rec.estimated) = (usage, estimated);
         rec.response_body = tap.as_ref().and_then(Tap::captured);
         rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
             (Some(u), Some(model)) => w.shared.prices.cost(model, u),
@@ -134,6 +169,24 @@ pub async fn relay(
             End::UpstreamFailed => Some("upstream_cut_short"),
             End::ClientGone => Some("client_disconnected"),
         };
+    }
+    if let Some(CacheFill { leader, key, ttl, headers }) = fill
+        && complete
+    {
+        // Usage only when the tap ran (analytics on) and it is exact.
+        let usage = usage.filter(|_| !estimated);
+        if let Some(body) = leader.finish(usage) {
+            let entry = Entry {
+                status: head.status,
+                headers,
+                body,
+                stream: is_sse,
+                expires_unix_ms: now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+                provider: up.label.clone(),
+                usage,
+            };
+            w.shared.cache.put(key, entry);
+        }
     }
     match end {
         End::Complete { reusable } => {
@@ -162,6 +215,7 @@ async fn relay_length(
     n: u64,
     deadline: Instant,
     tap: &mut Option<Tap>,
+    mut leader: Option<&mut Leader>,
     progress: &mut Progress,
 ) -> End {
     let mut left = n;
@@ -170,6 +224,9 @@ async fn relay_length(
         left -= take as u64;
         if let Some(t) = tap.as_mut() {
             t.observe(&conn.buf[..take]);
+        }
+        if let Some(l) = leader.as_deref_mut() {
+            l.data(&conn.buf[..take]);
         }
         if left == 0 && out.len() + take <= COALESCE {
             out.extend_from_slice(&conn.buf[..take]);
@@ -213,6 +270,8 @@ async fn relay_length(
 struct Filter<'a> {
     tap: &'a mut Option<Tap>,
     stripper: Option<&'a mut UsageStripper>,
+    /// A cacheable miss: the bytes the client sees are kept and fanned out.
+    leader: Option<&'a mut Leader>,
     scratch: Vec<u8>,
 }
 
@@ -229,6 +288,9 @@ impl Filter<'_> {
             }
             None => data,
         };
+        if let Some(l) = self.leader.as_deref_mut() {
+            l.data(data);
+        }
         if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
     }
 
@@ -237,6 +299,9 @@ impl Filter<'_> {
         if let Some(s) = self.stripper.as_mut() {
             self.scratch.clear();
             s.finish(&mut self.scratch);
+            if let Some(l) = self.leader.as_deref_mut() {
+                l.data(&self.scratch);
+            }
             if chunked_out { write::chunk(out, &self.scratch) } else { out.extend_from_slice(&self.scratch) }
         }
     }

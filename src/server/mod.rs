@@ -173,7 +173,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let (analytics, analytics_threads) = start_analytics(config, &analytics_stop)?;
     let prices = analytics::pricing::PriceTable::new(&config.pricing).map_err(StartError::Provider)?;
     let capture = config.log.capture_bodies.then_some(config.log.capture_max_bytes);
-    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture));
+    let cache = Arc::new(crate::cache::Cache::new(config.cache.clone()));
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone()));
     let workers = config.server.workers.resolve();
     let data_svc = Service {
         name: "aigw",
@@ -202,7 +203,11 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let ready = shutdown.clone();
     let for_admin = analytics.clone();
     let make: MakeHandler = Arc::new(move |_| {
-        Handler::Admin(Rc::new(AdminCtx { shutdown: ready.clone(), analytics: Some(for_admin.clone()) }))
+        Handler::Admin(Rc::new(AdminCtx {
+            shutdown: ready.clone(),
+            analytics: Some(for_admin.clone()),
+            cache: Some(cache.clone()),
+        }))
     });
     let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
         Ok(started) => started,

@@ -47,6 +47,8 @@ pub struct Upstream {
     /// Why requests cannot be served (e.g. the key variable is unset).
     pub unavailable: Option<String>,
     pub tls: Option<tls::TlsTarget>,
+    /// `cache_ttl`: this provider's default cache TTL, if set.
+    pub cache_ttl: Option<std::time::Duration>,
     addrs: RwLock<Arc<[SocketAddr]>>,
 }
 
@@ -114,6 +116,7 @@ impl Upstream {
             default_anthropic_version,
             unavailable,
             tls,
+            cache_ttl: p.cache_ttl,
             addrs: RwLock::new(addrs),
             url,
         })
