@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn metric(text: &str, line_prefix: &str) -> f64 {
-    text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-}
-
 #[test]
 fn totals_and_log_lines_match_what_was_sent() {
     let m = mock();

@@ -269,6 +269,16 @@ pub fn get(path: &str) -> Vec<u8> {
 pub const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 pub const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
+/// The sum of the /metrics samples whose line starts with `line_prefix`.
+pub fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// /metrics as text.
+pub fn metrics_text(admin: SocketAddr) -> String {
+    String::from_utf8(roundtrip(admin, &get("/metrics")).body).unwrap()
+}
+
 /// Polls `cond` until true or `within` passes.
 pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
