@@ -37,7 +37,10 @@ fn hit_rate((hits, misses): (u64, u64)) -> f64 {
     if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 }
 }
 
-fn cache_metrics(out: &mut String, s: &State, models: &[((Arc<str>, Arc<str>), Counters)], g: &CacheGauges) {
+/// Counters summed per (provider, model).
+type ByModel = [((Arc<str>, Arc<str>), Counters)];
+
+fn cache_metrics(out: &mut String, s: &State, models: &ByModel, g: &CacheGauges) {
     let (hits, misses) = hits_misses(s.totals.iter());
     let coalesced: u64 = s.totals.values().map(|c| c.coalesced).sum();
     for (name, kind, help, v) in [

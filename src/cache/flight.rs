@@ -250,8 +250,10 @@ pub enum Join {
 
 /// The registry of flights, lock-striped by key.
 pub struct Flights {
-    shards: Box<[Mutex<HashMap<CacheKey, Arc<Flight>>>]>,
+    shards: Box<[Mutex<Registry>]>,
 }
+
+type Registry = HashMap<CacheKey, Arc<Flight>>;
 
 const SHARDS: usize = 64;
 
@@ -260,7 +262,7 @@ impl Flights {
         Arc::new(Flights { shards: (0..SHARDS).map(|_| Mutex::default()).collect() })
     }
 
-    fn shard(&self, key: CacheKey) -> MutexGuard<'_, HashMap<CacheKey, Arc<Flight>>> {
+    fn shard(&self, key: CacheKey) -> MutexGuard<'_, Registry> {
         let i = (key.0 as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }

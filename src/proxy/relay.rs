@@ -208,6 +208,7 @@ fn response_header<'a>(raw: &'a [u8], head: &ResponseHeadRef, name: &[u8]) -> Op
     head.headers.iter().find(|h| raw[h.name.clone()].eq_ignore_ascii_case(name)).map(|h| &raw[h.value.clone()])
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay_length(
     io: &mut ClientIo,
     conn: &mut Connection,

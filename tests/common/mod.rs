@@ -419,3 +419,60 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+// === redis ===
+
+/// A real redis-server on a free port, killed on drop. CI installs it
+/// (`.ci/run`); a missing binary fails the test rather than skipping it.
+pub struct RedisServer {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server; .ci/run does)");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut server = RedisServer { addr, child };
+            if eventually(Duration::from_secs(5), || TcpStream::connect(addr).is_ok()) {
+                return server;
+            }
+            // The port was taken between our probe and redis binding it.
+            let _ = server.child.kill();
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Runs a command with redis-cli-free raw RESP and returns the reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
