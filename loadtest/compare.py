@@ -11,7 +11,12 @@ measures, alternating contenders and repeating each measurement:
   * streaming: added time to first token and inter-chunk gap (mock paced at
     20 ms), and the most concurrent paced streams held with no stalled or lost
     chunk;
-  * memory: RSS idle, under stream load, and after the load ends.
+  * memory: RSS idle, under stream load, and after the load ends;
+  * cache hits: aigw answering from its cache vs nginx proxying the same
+    request (every request after the first is a hit).
+
+--sections picks a subset (e.g. `--sections cache` for the cache figures
+alone).
 
 Every figure is a median over --reps runs. The report goes to stdout and to
 loadtest/results/.
@@ -31,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,8 +164,11 @@ class Setup:
             "nginx": f"http://127.0.0.1:{self.nginx_port}/mock/v1/chat/completions",
             "aigw": f"http://127.0.0.1:{self.aigw_port}/mock/v1/chat/completions",
             "aigw-no-analytics": f"http://127.0.0.1:{self.bare_port}/mock/v1/chat/completions",
+            # Same gateway; chat-cached.lua asks for caching.
+            "aigw-cache": f"http://127.0.0.1:{self.aigw_port}/mock/v1/chat/completions",
         }
-        self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid, "aigw-no-analytics": self.bare.pid}
+        self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid,
+                     "aigw-no-analytics": self.bare.pid, "aigw-cache": self.aigw.pid}
 
     def stop(self):
         for p in self.procs:
@@ -218,7 +227,10 @@ def main():
     ap.add_argument("--mock-cpus", default="1", help="cores for the mock when --pin")
     ap.add_argument("--client-cpus", default="1", help="cores for wrk / streamload when --pin")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache",
+                    help="which measurements to run")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
 
     setup = Setup(args)
     names = ["direct", "nginx", "aigw"]
@@ -234,7 +246,7 @@ def main():
 
         # --- added latency at concurrency 1 ---
         lat = {n: {"p50": [], "p99": []} for n in names}
-        for rep in range(args.reps):
+        for rep in range(args.reps if "latency" in sections else 0):
             for n in rotated(names, rep):
                 r = wrk(setup, n, 1, args.duration)
                 lat[n]["p50"].append(r["p50_us"])
@@ -245,7 +257,7 @@ def main():
         levels = [int(c) for c in args.concurrency.split(",")]
         sweep = {n: {} for n in names}
         cpu = {n: [] for n in ("nginx", "aigw")}
-        for ci, c in enumerate(levels):
+        for ci, c in enumerate(levels if "sweep" in sections else []):
             runs = {n: [] for n in names}
             for rep in range(args.reps):
                 for n in rotated(names, ci + rep):
@@ -267,14 +279,14 @@ def main():
 
         # --- what the tap and analytics cost: same gateway, on vs off ---
         ab = {"aigw": [], "aigw-no-analytics": []}
-        for rep in range(max(args.reps, 3)):
+        for rep in range(max(args.reps, 3) if "analytics" in sections else 0):
             for n in rotated(list(ab), rep):
                 ab[n].append(wrk(setup, n, args.cpu_conc, args.duration)["rps"])
         ab_on, ab_off = median(ab["aigw"]), median(ab["aigw-no-analytics"])
 
         # --- streaming latency (paced) ---
         st = {n: [] for n in names}
-        for rep in range(args.reps):
+        for rep in range(args.reps if "streams" in sections else 0):
             for n in rotated(names, rep):
                 # 50 streams started over one second: concurrency ~50, no burst.
                 st[n].append(streamload(setup, n, 50, 50, args.stream_pace_ms, 1000))
@@ -282,7 +294,7 @@ def main():
 
         # --- concurrent stream capacity, memory under load and after ---
         capacity = {}
-        for count in [int(s) for s in args.streams.split(",") if s]:
+        for count in [int(s) for s in args.streams.split(",") if s and "capacity" in sections]:
             for n in ("nginx", "aigw"):
                 peak = [0]
                 stop = threading.Event()
@@ -300,6 +312,30 @@ def main():
                 time.sleep(3)
                 capacity[(n, count)] = (r, peak[0], rss_kib(setup.pids[n]))
 
+        # --- cache hits vs nginx proxying the same request ---
+        cache = {}
+        if "cache" in sections:
+            check = urllib.request.Request(setup.urls["aigw-cache"], method="POST", headers={
+                "Content-Type": "application/json", "x-aigw-cache-ttl": "300"},
+                data=b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}]}')
+            for _ in range(2):
+                with urllib.request.urlopen(check) as resp:
+                    status = resp.headers.get("x-aigw-cache-status")
+            if status != "HIT":
+                raise RuntimeError(f"chat-cached.lua's request is not a cache hit ({status})")
+            for c in sorted({args.cpu_conc, max(levels)}):
+                runs = {"nginx": [], "aigw-cache": []}
+                cpu_hit = {"nginx": [], "aigw-cache": []}
+                for rep in range(args.reps):
+                    for n in rotated(list(runs), rep):
+                        before = cpu_seconds(setup.pids[n])
+                        r = wrk(setup, n, c, args.duration, "chat-cached.lua" if n == "aigw-cache" else "chat.lua")
+                        runs[n].append(r)
+                        if r["requests"] > 0:
+                            cpu_hit[n].append((cpu_seconds(setup.pids[n]) - before) / r["requests"] * 1000)
+                cache[c] = {n: {"rps": median([r["rps"] for r in runs[n]]), "p99": median([r["p99_us"] for r in runs[n]]),
+                                "errors": sum(r["errors"] for r in runs[n]), "cpu": median(cpu_hit[n])} for n in runs}
+
         # --- report ---
         cores = os.cpu_count()
         say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -310,54 +346,69 @@ def main():
             f"wrk -t{args.wrk_threads}, {args.duration}s runs, median of {args.reps}")
         say(f"command: loadtest/compare.sh {' '.join(sys.argv[1:])}")
         say()
-        say("## Added latency at concurrency 1 (non-streaming chat completion)")
-        say()
-        say("| | p50 µs | p99 µs | added p50 µs | added p99 µs |")
-        say("|---|---|---|---|---|")
-        for n in names:
-            say(f"| {n} | {p[n]['p50']:.0f} | {p[n]['p99']:.0f} | {p[n]['p50'] - p['direct']['p50']:.0f} | {p[n]['p99'] - p['direct']['p99']:.0f} |")
-        say()
-        say("## Throughput frontier (req/s)")
-        say()
-        say("| | p99 < 1 ms | p99 < 5 ms | p99 < 10 ms | unbounded |")
-        say("|---|---|---|---|---|")
-        bounds = [1000, 5000, 10000, None]
-        for n in names:
-            say(f"| {n} | " + " | ".join(f"{frontier(n, b):.0f}" for b in bounds) + " |")
-        ratios = []
-        for b in bounds:
-            ng = frontier("nginx", b)
-            ratios.append(f"{frontier('aigw', b) / ng:.2f}" if ng else "n/a")
-        say("| **aigw / nginx** | " + " | ".join(ratios) + " |")
-        say()
-        say("Sweep (req/s, p99 µs): " + "; ".join(
-            f"c={c}: " + ", ".join(f"{n} {sweep[n][c]['rps']:.0f}/{sweep[n][c]['p99']:.0f}" for n in names) for c in levels))
-        say()
-        say(f"CPU seconds per 1,000 requests (c={args.cpu_conc}): nginx {median(cpu['nginx']):.3f}, "
-            f"aigw {median(cpu['aigw']):.3f}, ratio aigw/nginx {median(cpu['aigw']) / median(cpu['nginx']):.2f}")
-        say()
-        say(f"Analytics and tap on vs off (c={args.cpu_conc}, median of {max(args.reps, 3)}): "
-            f"{ab_on:.0f} vs {ab_off:.0f} req/s, ratio {ab_on / ab_off:.3f}")
-        say()
-        say(f"## Streaming (50 streams × 50 chunks started over 1 s, mock paced at {args.stream_pace_ms} ms)")
-        say()
-        say("| | TTFT p50 µs | TTFT p99 µs | gap p50 µs | gap p99 µs | added TTFT p50 / p99 µs | added gap p50 / p99 µs |")
-        say("|---|---|---|---|---|---|---|")
-        d = sp["direct"]
-        for n in names:
-            s = sp[n]
-            say(f"| {n} | {s['ttft_p50_us']:.0f} | {s['ttft_p99_us']:.0f} | {s['gap_p50_us']:.0f} | {s['gap_p99_us']:.0f} | "
-                f"{s['ttft_p50_us'] - d['ttft_p50_us']:.0f} / {s['ttft_p99_us'] - d['ttft_p99_us']:.0f} | "
-                f"{s['gap_p50_us'] - d['gap_p50_us']:.0f} / {s['gap_p99_us'] - d['gap_p99_us']:.0f} |")
-        say()
-        say(f"## Concurrent paced streams (20 chunks each, {args.capacity_pace_ms} ms apart) and memory")
-        say()
-        say("| | streams | ok | stalled | lost | errors | RSS idle MiB | RSS peak MiB | RSS after MiB | KiB per stream |")
-        say("|---|---|---|---|---|---|---|---|---|---|")
-        for (n, count), (r, peak, after) in capacity.items():
-            per = (peak - idle[n]) / count if count else 0
-            say(f"| {n} | {count} | {r['ok']} | {r['stalled']} | {r['lost']} | {r['errors']} | {idle[n] / 1024:.1f} | "
-                f"{peak / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
+        if "latency" in sections:
+            say("## Added latency at concurrency 1 (non-streaming chat completion)")
+            say()
+            say("| | p50 µs | p99 µs | added p50 µs | added p99 µs |")
+            say("|---|---|---|---|---|")
+            for n in names:
+                say(f"| {n} | {p[n]['p50']:.0f} | {p[n]['p99']:.0f} | {p[n]['p50'] - p['direct']['p50']:.0f} | {p[n]['p99'] - p['direct']['p99']:.0f} |")
+            say()
+        if cache:
+            say("## Cache hits: aigw answering from its cache vs nginx proxying the same request")
+            say()
+            say("| concurrency | nginx req/s | aigw hit req/s | **hit / nginx** | nginx p99 µs | aigw hit p99 µs | CPU s per 1k: nginx / aigw hit | errors |")
+            say("|---|---|---|---|---|---|---|---|")
+            for c, v in cache.items():
+                ng, hit = v["nginx"], v["aigw-cache"]
+                say(f"| {c} | {ng['rps']:.0f} | {hit['rps']:.0f} | **{hit['rps'] / ng['rps']:.2f}** | {ng['p99']:.0f} | "
+                    f"{hit['p99']:.0f} | {ng['cpu']:.3f} / {hit['cpu']:.3f} | {ng['errors'] + hit['errors']} |")
+            say()
+        if "sweep" in sections:
+            say("## Throughput frontier (req/s)")
+            say()
+            say("| | p99 < 1 ms | p99 < 5 ms | p99 < 10 ms | unbounded |")
+            say("|---|---|---|---|---|")
+            bounds = [1000, 5000, 10000, None]
+            for n in names:
+                say(f"| {n} | " + " | ".join(f"{frontier(n, b):.0f}" for b in bounds) + " |")
+            ratios = []
+            for b in bounds:
+                ng = frontier("nginx", b)
+                ratios.append(f"{frontier('aigw', b) / ng:.2f}" if ng else "n/a")
+            say("| **aigw / nginx** | " + " | ".join(ratios) + " |")
+            say()
+            say("Sweep (req/s, p99 µs): " + "; ".join(
+                f"c={c}: " + ", ".join(f"{n} {sweep[n][c]['rps']:.0f}/{sweep[n][c]['p99']:.0f}" for n in names) for c in levels))
+            say()
+            say(f"CPU seconds per 1,000 requests (c={args.cpu_conc}): nginx {median(cpu['nginx']):.3f}, "
+                f"aigw {median(cpu['aigw']):.3f}, ratio aigw/nginx {median(cpu['aigw']) / median(cpu['nginx']):.2f}")
+            say()
+        if "analytics" in sections:
+            say(f"Analytics and tap on vs off (c={args.cpu_conc}, median of {max(args.reps, 3)}): "
+                f"{ab_on:.0f} vs {ab_off:.0f} req/s, ratio {ab_on / ab_off:.3f}")
+            say()
+        if "streams" in sections:
+            say(f"## Streaming (50 streams × 50 chunks started over 1 s, mock paced at {args.stream_pace_ms} ms)")
+            say()
+            say("| | TTFT p50 µs | TTFT p99 µs | gap p50 µs | gap p99 µs | added TTFT p50 / p99 µs | added gap p50 / p99 µs |")
+            say("|---|---|---|---|---|---|---|")
+            d = sp["direct"]
+            for n in names:
+                s = sp[n]
+                say(f"| {n} | {s['ttft_p50_us']:.0f} | {s['ttft_p99_us']:.0f} | {s['gap_p50_us']:.0f} | {s['gap_p99_us']:.0f} | "
+                    f"{s['ttft_p50_us'] - d['ttft_p50_us']:.0f} / {s['ttft_p99_us'] - d['ttft_p99_us']:.0f} | "
+                    f"{s['gap_p50_us'] - d['gap_p50_us']:.0f} / {s['gap_p99_us'] - d['gap_p99_us']:.0f} |")
+            say()
+        if capacity:
+            say(f"## Concurrent paced streams (20 chunks each, {args.capacity_pace_ms} ms apart) and memory")
+            say()
+            say("| | streams | ok | stalled | lost | errors | RSS idle MiB | RSS peak MiB | RSS after MiB | KiB per stream |")
+            say("|---|---|---|---|---|---|---|---|---|---|")
+            for (n, count), (r, peak, after) in capacity.items():
+                per = (peak - idle[n]) / count if count else 0
+                say(f"| {n} | {count} | {r['ok']} | {r['stalled']} | {r['lost']} | {r['errors']} | {idle[n] / 1024:.1f} | "
+                    f"{peak / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
     finally:
         setup.stop()
 
