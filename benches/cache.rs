@@ -144,8 +144,12 @@ fn key(c: &mut Criterion) {
         r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "What is the capital of France? ".repeat(30)
     );
-    let vary: Vec<(&str, Option<&[u8]>)> =
-        vec![("anthropic-version", None), ("anthropic-beta", None), ("openai-organization", None), ("openai-project", None)];
+    let vary: Vec<(&str, Option<&[u8]>)> = vec![
+        ("anthropic-version", None),
+        ("anthropic-beta", None),
+        ("openai-organization", None),
+        ("openai-project", None),
+    ];
     c.bench_function(&format!("key/derive_{}_byte_body", body.len()), |b| {
         b.iter(|| {
             black_box(CacheKey::derive(&KeyParts {
