@@ -86,6 +86,7 @@ impl Store for Moka {
 type MakeStore = Arc<dyn Fn() -> Arc<dyn Store>>;
 
 fn stores() -> Vec<(&'static str, MakeStore)> {
+    #[cfg_attr(not(feature = "bench-moka"), allow(unused_mut))]
     let mut v: Vec<(&'static str, MakeStore)> =
         vec![("quick_cache", Arc::new(|| Arc::new(MemoryStore::new(256 << 20)) as Arc<dyn Store>))];
     #[cfg(feature = "bench-moka")]
