@@ -23,6 +23,24 @@ fn worker_of(r: &Response) -> String {
     r.header("x-aigw-request-id").unwrap()[8..12].to_string()
 }
 
+/// Sends `request` on `n` connections at once; the responses in order.
+fn concurrently(addr: std::net::SocketAddr, n: usize, request: Vec<u8>) -> Vec<Response> {
+    let barrier = Arc::new(Barrier::new(n));
+    let request = Arc::new(request);
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (barrier, request) = (barrier.clone(), request.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                barrier.wait();
+                c.send(&request);
+                c.read_response()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn chat(content: &str) -> String {
     format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{content}"}}]}}"#)
 }
@@ -151,27 +169,10 @@ fn concurrent_identical_requests_make_one_upstream_request() {
     const N: usize = 100;
     for (body, stream) in [(chat("coalesce"), false), (chat_stream("coalesce"), true)] {
         let before = m.requests();
-        let barrier = Arc::new(Barrier::new(N));
-        let addr = gw.addr;
-        let threads: Vec<_> = (0..N)
-            .map(|_| {
-                let barrier = barrier.clone();
-                let body = body.clone();
-                std::thread::spawn(move || {
-                    let mut c = Client::connect(addr);
-                    barrier.wait();
-                    // The mock waits 300 ms before answering, so all 100
-                    // arrive while the first is in flight.
-                    c.send(&post_with(
-                        "/mock/v1/chat/completions",
-                        &body,
-                        "x-mock-ttft-ms: 300\r\nx-mock-delay-ms: 5\r\n",
-                    ));
-                    c.read_response()
-                })
-            })
-            .collect();
-        let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        // The mock waits 300 ms before answering, so all 100 arrive while
+        // the first is in flight.
+        let headers = "x-mock-ttft-ms: 300\r\nx-mock-delay-ms: 5\r\n";
+        let responses = concurrently(gw.addr, N, post_with("/mock/v1/chat/completions", &body, headers));
         assert_eq!(m.requests() - before, 1, "exactly one upstream request for {N} identical ones");
         let first = &responses[0].body;
         for r in &responses {
@@ -215,30 +216,16 @@ fn followers_get_the_stream_as_it_arrives_not_after_it_ends() {
 fn a_failing_leader_releases_its_followers() {
     let (gw, m) = cached_gateway("");
     const N: usize = 10;
-    let barrier = Arc::new(Barrier::new(N));
-    let addr = gw.addr;
-    let threads: Vec<_> = (0..N)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                barrier.wait();
-                c.send(&post_with(
-                    "/mock/v1/chat/completions",
-                    &chat("doomed"),
-                    "x-mock-status: 503\r\nx-mock-delay-ms: 200\r\n",
-                ));
-                c.read_response()
-            })
-        })
-        .collect();
-    for t in threads {
-        let r = t.join().unwrap();
+    // All ten arrive during the first one's 300 ms wait and follow it; its
+    // 503 releases them and each goes upstream on its own.
+    let headers = "x-mock-status: 503\r\nx-mock-ttft-ms: 300\r\n";
+    let started = std::time::Instant::now();
+    for r in concurrently(gw.addr, N, post_with("/mock/v1/chat/completions", &chat("doomed"), headers)) {
         assert_eq!(r.status, 503);
         assert_eq!(r.error_code(), "mock_error");
     }
-    // Nothing cached; each follower went upstream on its own.
-    assert_eq!(m.requests(), N as u64);
+    assert!(started.elapsed() >= Duration::from_millis(550), "followers waited for the leader, then went alone");
+    assert_eq!(m.requests(), N as u64, "nothing cached");
 }
 
 #[test]

@@ -141,6 +141,8 @@ pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bo
     };
     let version = req.head.version();
     if let Some(status) = header_num(&req, "x-mock-status").filter(|s| (200..=599).contains(s)) {
+        // An error takes its time too (x-mock-ttft-ms), like a real one.
+        pause(plan.ttft).await;
         let body = json_error("mock error requested with x-mock-status", "api_error", "mock_error");
         return send(io, json_response(status as u16, &body, version, None, !keep_alive), keep_alive).await;
     }
