@@ -15,7 +15,8 @@
 //! `tokens` completion/output tokens; prompt tokens are `max(1, len/4)` of
 //! the `messages` (or `input`) JSON.
 //! Per-request overrides: `x-mock-tokens`, `x-mock-delay-ms`,
-//! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error).
+//! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error,
+//! after `x-mock-ttft-ms`).
 
 mod anthropic;
 mod openai;
