@@ -35,12 +35,14 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod mock;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod tap;
 pub mod upstream;

@@ -72,13 +72,14 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
+/// Calls `f(key, raw value)` for each top-level member until it returns
+/// false or the object ends. None: not a (complete) JSON object.
+fn for_each_member(b: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Option<()> {
     let mut i = ws(b, 0);
     if *b.get(i)? != b'{' {
         return None;
     }
     i += 1;
-    let (mut have_model, mut have_stream) = (false, false);
     loop {
         i = ws(b, i);
         match *b.get(i)? {
@@ -98,7 +99,16 @@ fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
         }
         i = ws(b, i + 1);
         let value_end = skip_value(b, i)?;
-        let value = &b[i..value_end];
+        if !f(key, &b[i..value_end]) {
+            return Some(());
+        }
+        i = value_end;
+    }
+}
+
+fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
+    let (mut have_model, mut have_stream) = (false, false);
+    for_each_member(b, |key, value| {
         match key {
             b"model" if value.first() == Some(&b'"') => {
                 info.model = serde_json::from_slice::<String>(value).ok();
@@ -112,11 +122,33 @@ fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
             _ => {}
         }
         // stream_options is looked for to the end only in streaming requests.
-        if have_model && have_stream && !info.stream {
-            return Some(());
+        !(have_model && have_stream && !info.stream)
+    })
+}
+
+/// The output cap a request sets: `max_tokens` (chat completions,
+/// Anthropic), `max_completion_tokens`, `max_output_tokens` (Responses) or
+/// Gemini's `generationConfig.maxOutputTokens`.
+pub fn max_output_tokens(body: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for_each_member(body, |key, value| {
+        match key {
+            b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => {
+                found = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).or(found);
+            }
+            b"generationConfig" => {
+                let _ = for_each_member(value, |k, v| {
+                    if k == b"maxOutputTokens" {
+                        found = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
+                    }
+                    true
+                });
+            }
+            _ => {}
         }
-        i = value_end;
-    }
+        true
+    });
+    found
 }
 
 /// Gemini names the model in the path: `/v1beta/models/{model}:{method}`.
@@ -156,6 +188,15 @@ mod tests {
             assert_eq!(scan(bad).model, None, "{bad:?}");
         }
         assert_eq!(scan(br#"{"model":"m","x":"#).model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn output_caps() {
+        assert_eq!(max_output_tokens(br#"{"model":"m","messages":[{"max_tokens":1}],"max_tokens":256}"#), Some(256));
+        assert_eq!(max_output_tokens(br#"{"max_completion_tokens": 99}"#), Some(99));
+        assert_eq!(max_output_tokens(br#"{"generationConfig":{"temperature":1,"maxOutputTokens":64}}"#), Some(64));
+        assert_eq!(max_output_tokens(br#"{"model":"m"}"#), None);
+        assert_eq!(max_output_tokens(br#"{"max_tokens":"x"}"#), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! that holds only checked values. Every rejection names its key path, and
 //! all errors of a file are reported together (`aigw check-config`).
 
+mod access;
 mod cache;
 pub mod duration;
 mod raw;
@@ -9,8 +10,9 @@ pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
+pub use access::{AuthConfig, AuthMode, Cidr, LimitKey, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
-use raw::{RawCache, RawIoDriver, RawKind, RawLog, RawProvider, RawServer, RawWorkers};
+use raw::{RawAuth, RawCache, RawIoDriver, RawKind, RawLog, RawProvider, RawRateLimit, RawServer, RawWorkers};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -25,6 +27,8 @@ pub struct Config {
     /// `[pricing."MODEL"]` overrides on top of the built-in price table.
     pub pricing: std::collections::BTreeMap<String, crate::analytics::pricing::Price>,
     pub cache: CacheConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: Vec<RateLimitRule>,
 }
 
 /// `[log]`: the request log file.
@@ -54,6 +58,17 @@ pub struct Server {
     pub analytics: bool,
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
+    /// Peers whose X-Forwarded-For is believed (for `ip` rate limits).
+    pub trusted_proxies: Vec<Cidr>,
+    /// TLS on the data listener: certificate chain and key (PEM), reloaded
+    /// when the files change.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +204,7 @@ impl Errors {
 }
 
 /// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &["routes", "rate_limits", "auth"];
+const FUTURE_SECTIONS: &[&str] = &["routes"];
 
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
@@ -214,6 +229,8 @@ impl Config {
         let mut server = None;
         let mut raw_log = None;
         let mut raw_cache = None;
+        let mut raw_auth = None;
+        let mut raw_rules = Vec::new();
         let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
@@ -221,6 +238,17 @@ impl Config {
                 "server" => server = section::<RawServer>(&mut errors, "server", value),
                 "log" => raw_log = section::<RawLog>(&mut errors, "log", value),
                 "cache" => raw_cache = section::<RawCache>(&mut errors, "cache", value),
+                "auth" => raw_auth = section::<RawAuth>(&mut errors, "auth", value),
+                "rate_limits" => match value {
+                    toml::Value::Array(items) => {
+                        for (i, v) in items.into_iter().enumerate() {
+                            if let Some(r) = section::<RawRateLimit>(&mut errors, &format!("rate_limits[{i}]"), v) {
+                                raw_rules.push(r);
+                            }
+                        }
+                    }
+                    _ => errors.push("rate_limits", "must be an array of [[rate_limits]] tables"),
+                },
                 "pricing" => match value {
                     toml::Value::Table(t) => {
                         for (model, v) in t {
@@ -273,8 +301,12 @@ impl Config {
             errors.push("log.max_bytes", "must be at least 4096");
         }
         let cache = cache::validate(&mut errors, raw_cache.unwrap_or_default());
+        let auth =
+            access::validate_auth(&mut errors, raw_auth.unwrap_or_default(), server.as_ref().map(|s| s.admin_listen));
+        let analytics = server.as_ref().is_none_or(|s| s.analytics);
+        let rate_limits = access::validate_rules(&mut errors, raw_rules, &providers, &auth, analytics);
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => Ok(Config { server, providers, log, pricing, cache }),
+            (Some(server), true) => Ok(Config { server, providers, log, pricing, cache, auth, rate_limits }),
             _ => Err(ConfigErrors(errors.0)),
         }
     }
@@ -352,7 +384,31 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
             errors.push(format!("server.{key}"), "must be greater than 0");
         }
     }
+    let mut trusted_proxies = Vec::new();
+    for p in raw.trusted_proxies.unwrap_or_default() {
+        match Cidr::parse(&p) {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => errors.push("server.trusted_proxies", e),
+        }
+    }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            for (k, path) in [("tls_cert", &cert), ("tls_key", &key)] {
+                if !path.is_file() {
+                    errors.push(format!("server.{k}"), format!("{} is not a readable file", path.display()));
+                }
+            }
+            Some(TlsFiles { cert, key })
+        }
+        _ => {
+            errors.push("server.tls_cert", "tls_cert and tls_key go together");
+            None
+        }
+    };
     let server = Server {
+        trusted_proxies,
+        tls,
         listen,
         admin_listen,
         workers,

@@ -27,6 +27,9 @@ pub struct RawServer {
     pub keepalive_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub shutdown_grace: Option<Duration>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `workers = "auto"` or `workers = 4`.
@@ -119,4 +122,48 @@ pub enum RawCacheScope {
 pub enum RawCacheBackend {
     Memory,
     Redis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub mode: Option<RawAuthMode>,
+    pub keys_file: Option<PathBuf>,
+    pub admin_token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuthMode {
+    None,
+    Keys,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub name: String,
+    pub key: String,
+    pub unit: Option<RawUnit>,
+    pub limit: u64,
+    #[serde(deserialize_with = "duration::de")]
+    pub window: Duration,
+    pub burst: Option<u64>,
+    #[serde(default, rename = "match")]
+    pub scope: RawMatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawUnit {
+    Requests,
+    Tokens,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub provider: Option<String>,
+    pub route: Option<String>,
+    pub model: Option<String>,
 }
