@@ -30,6 +30,26 @@ pub enum GatewayError {
         why: String,
     },
 
+    // === access control ===
+    /// No gateway key, or not a valid one (auth mode "keys").
+    Unauthorized(crate::auth::AuthError),
+    /// A valid key that may not use this provider or model.
+    Forbidden(crate::auth::AuthError),
+    /// A `[[rate_limits]]` rule or the key's own rpm/tpm refused it.
+    RateLimited {
+        rule: String,
+        unit: &'static str,
+        retry_after_s: u64,
+        /// The `x-ratelimit-*` lines for the refusing bucket.
+        headers: String,
+    },
+    /// The key's daily or monthly spend would pass its budget.
+    BudgetExceeded {
+        period: &'static str,
+        limit_usd: String,
+        retry_after_s: u64,
+    },
+
     // === configuration / gateway state ===
     ProviderUnavailable {
         provider: String,
@@ -65,10 +85,13 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadRequest(_) | GatewayError::InvalidHeader { .. } => 400,
+            GatewayError::Unauthorized(_) => 401,
+            GatewayError::Forbidden(_) => 403,
             GatewayError::NoSuchRoute { .. } => 404,
             GatewayError::RequestTimeout => 408,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::ExpectationFailed => 417,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::HeadTooLarge => 431,
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTls { .. }
@@ -97,6 +120,12 @@ impl GatewayError {
             GatewayError::ExpectationFailed => "expectation_failed",
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::NoSuchRoute { .. } => "unknown_route",
+            GatewayError::Unauthorized(crate::auth::AuthError::Missing) => "missing_api_key",
+            GatewayError::Unauthorized(crate::auth::AuthError::Expired) => "expired_api_key",
+            GatewayError::Unauthorized(_) => "invalid_api_key",
+            GatewayError::Forbidden(_) => "permission_denied",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::UpstreamConnect { .. } => "upstream_unreachable",
@@ -119,6 +148,22 @@ impl GatewayError {
             GatewayError::RequestTimeout => "the client did not send a complete request in time".into(),
             GatewayError::NoSuchRoute { name } => {
                 format!("no provider or route named `{name}`: use /{{provider}}/{{path}}")
+            }
+            GatewayError::Unauthorized(e) | GatewayError::Forbidden(e) => {
+                use crate::auth::AuthError;
+                match e {
+                    AuthError::Missing => "no gateway key: send `Authorization: Bearer KEY` or `x-api-key: KEY`".into(),
+                    AuthError::Invalid => "the gateway key is not valid".into(),
+                    AuthError::Expired => "the gateway key has expired".into(),
+                    AuthError::ProviderNotAllowed(p) => format!("this key may not use provider `{p}`"),
+                    AuthError::ModelNotAllowed(m) => format!("this key may not use model `{m}`"),
+                }
+            }
+            GatewayError::RateLimited { rule, unit, retry_after_s, .. } => {
+                format!("rate limit `{rule}` reached ({unit}); try again in {retry_after_s} s")
+            }
+            GatewayError::BudgetExceeded { period, limit_usd, retry_after_s } => {
+                format!("the key's {period} budget of ${limit_usd} is spent; it resets in {retry_after_s} s")
             }
             GatewayError::ProviderUnavailable { provider, reason } => {
                 format!("provider `{provider}` is unavailable: {reason}")
@@ -153,6 +198,10 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::ShuttingDown => true,
             GatewayError::NoSuchRoute { .. }
+            | GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
             | GatewayError::InvalidHeader { .. }
             | GatewayError::ProviderUnavailable { .. }
             | GatewayError::UpstreamConnect { .. }
@@ -168,9 +217,21 @@ impl GatewayError {
         json_error(&self.message(), self.error_type(), self.code())
     }
 
+    /// Headers the error response carries besides the usual ones.
+    fn extra_headers(&self) -> String {
+        match self {
+            GatewayError::RateLimited { retry_after_s, headers, .. } => {
+                format!("Retry-After: {retry_after_s}\r\n{headers}")
+            }
+            GatewayError::BudgetExceeded { retry_after_s, .. } => format!("Retry-After: {retry_after_s}\r\n"),
+            GatewayError::Unauthorized(_) => "WWW-Authenticate: Bearer\r\n".into(),
+            _ => String::new(),
+        }
+    }
+
     /// A whole response: head and JSON body.
     pub fn response(&self, version: Version, request_id: Option<&[u8]>, close: bool) -> BytesMut {
-        json_response(self.status(), &self.body(), version, request_id, close)
+        json_response_with(self.status(), &self.body(), version, request_id, close, self.extra_headers().as_bytes())
     }
 }
 
@@ -191,9 +252,22 @@ pub fn json_error(message: &str, error_type: &str, code: &str) -> String {
 
 /// A complete JSON response with Content-Length.
 pub fn json_response(status: u16, body: &str, version: Version, request_id: Option<&[u8]>, close: bool) -> BytesMut {
-    let mut out = BytesMut::with_capacity(256 + body.len());
+    json_response_with(status, body, version, request_id, close, b"")
+}
+
+/// The same, with extra pre-rendered header lines.
+pub fn json_response_with(
+    status: u16,
+    body: &str,
+    version: Version,
+    request_id: Option<&[u8]>,
+    close: bool,
+    extra: &[u8],
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256 + body.len() + extra.len());
     write::status_line(&mut out, version, status, b"");
     write::header(&mut out, b"Content-Type", b"application/json");
+    out.extend_from_slice(extra);
     write::header_u64(&mut out, b"Content-Length", body.len() as u64);
     if let Some(id) = request_id {
         write::header(&mut out, b"x-aigw-request-id", id);

@@ -32,6 +32,12 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Manage gateway keys (auth mode "keys"): the running gateway picks up
+    /// changes within a second.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Run the built-in mock LLM upstream (OpenAI and Anthropic formats).
     Mock {
         /// Address to listen on.
@@ -52,6 +58,52 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (it is shown once; the file keeps a salted hash).
+    Create {
+        /// The key file ([auth] keys_file); created if missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// A name for people (team, app).
+        #[arg(long)]
+        name: String,
+        /// Providers it may call (repeat; default: all).
+        #[arg(long = "provider")]
+        providers: Vec<String>,
+        /// Models it may request (repeat; default: all).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Expiry from now: "30d", "12h", "90m".
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens (input + output) per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Spend per UTC day, USD.
+        #[arg(long)]
+        daily_usd: Option<f64>,
+        /// Spend per UTC calendar month, USD.
+        #[arg(long)]
+        monthly_usd: Option<f64>,
+    },
+    /// List keys (ids, names, state, restrictions; never the keys).
+    List {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Revoke a key by id: refused from then on (within a second).
+    Revoke {
+        #[arg(long)]
+        file: PathBuf,
+        /// The key's id (the 8 hex digits after `aigw-`).
+        id: String,
+    },
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -61,6 +113,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Keys { action } => keys(action),
         Command::Mock { listen, tokens, delay_ms, ttft_ms, workers } => {
             let opts =
                 MockOptions { tokens, delay: Duration::from_millis(delay_ms), ttft: Duration::from_millis(ttft_ms) };
@@ -137,6 +190,44 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+fn keys(action: KeysAction) -> ExitCode {
+    use aigw::auth::manage;
+    let result = match action {
+        KeysAction::Create { file, name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd } => {
+            let expires_in = match expires_in.as_deref().map(parse_days) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    eprintln!("aigw keys create: --expires-in: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let new = manage::NewKey { name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd };
+            manage::create(&file, new).map(|(id, key)| {
+                eprintln!("created key {id} in {} (shown once; store it now):", file.display());
+                println!("{key}");
+            })
+        }
+        KeysAction::List { file } => manage::list(&file).map(|t| print!("{t}")),
+        KeysAction::Revoke { file, id } => manage::revoke(&file, &id).map(|()| eprintln!("revoked {id}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aigw keys: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A duration as config files write it, plus `d` for days.
+fn parse_days(text: &str) -> Result<Duration, String> {
+    match text.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        Some(days) => Ok(Duration::from_secs(days * 86_400)),
+        None => aigw::config::duration::parse(text),
     }
 }
 

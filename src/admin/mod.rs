@@ -18,11 +18,34 @@ pub struct AdminCtx {
     pub shutdown: Arc<Shutdown>,
     pub analytics: Option<Analytics>,
     pub cache: Option<Arc<Cache>>,
+    /// `[auth] admin_token_env`: when set, every route but /healthz and
+    /// /readyz needs `Authorization: Bearer TOKEN`.
+    pub token: Option<Arc<str>>,
 }
 
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
     let target = req.head.target();
     let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
+    let open = matches!(path, b"/healthz" | b"/readyz");
+    if let Some(token) = &a.token
+        && !open
+        && !token_matches(&req, token)
+    {
+        let body = json_error(
+            "admin token required: Authorization: Bearer TOKEN",
+            "invalid_request_error",
+            "invalid_admin_token",
+        );
+        let resp = crate::error::json_response_with(
+            401,
+            &body,
+            req.head.version(),
+            Some(req.id.as_bytes()),
+            !keep_alive,
+            b"WWW-Authenticate: Bearer\r\n",
+        );
+        return send(io, resp, keep_alive).await;
+    }
     let (status, body) = match (req.head.method(), path) {
         (b"GET" | b"HEAD", b"/healthz") => (200, r#"{"status":"ok"}"#.to_string()),
         // A draining gateway still finishes its requests but should get no
@@ -50,6 +73,12 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
         resp.truncate(resp.len() - body.len());
     }
     send(io, resp, keep_alive).await
+}
+
+/// The admin token, compared in constant time.
+fn token_matches(req: &Request, token: &str) -> bool {
+    let presented = req.head.header("authorization").and_then(|v| v.strip_prefix(b"Bearer "));
+    presented.is_some_and(|p| crate::auth::constant_time_eq(p, token.as_bytes()))
 }
 
 async fn send(io: &mut ClientIo, resp: bytes::BytesMut, keep_alive: bool) -> Result<Outcome, GatewayError> {

@@ -34,6 +34,7 @@ pub struct State {
     pub short: VecDeque<Bucket>,
     pub long: VecDeque<Bucket>,
     pub attempts: HashMap<(Arc<str>, &'static str), u64>,
+    pub ratelimited: HashMap<Arc<str>, u64>,
     pub records_dropped: u64,
     /// Per worker: (open client connections, open upstream connections).
     pub open: HashMap<usize, (u64, u64)>,
@@ -48,6 +49,7 @@ impl State {
             short: VecDeque::new(),
             long: VecDeque::new(),
             attempts: HashMap::new(),
+            ratelimited: HashMap::new(),
             records_dropped: 0,
             open: HashMap::new(),
         }
@@ -82,6 +84,9 @@ impl State {
         }
         for (k, n) in d.attempts {
             *self.attempts.entry(k).or_default() += n;
+        }
+        for (k, n) in d.ratelimited {
+            *self.ratelimited.entry(k).or_default() += n;
         }
         self.records_dropped += d.records_dropped;
         self.open.insert(d.worker, (d.open_client, d.open_upstream));

@@ -153,6 +153,13 @@ pub fn metrics(s: &State, log_total: u64, cache: &CacheGauges) -> String {
     for ((p, outcome), n) in attempts {
         let _ = writeln!(out, "aigw_upstream_attempts_total{{provider=\"{}\",outcome=\"{outcome}\"}} {n}", esc(p));
     }
+    out.push_str("# HELP aigw_ratelimited_total Requests refused by a rate-limit rule or a budget.\n");
+    out.push_str("# TYPE aigw_ratelimited_total counter\n");
+    let mut limited: Vec<_> = s.ratelimited.iter().collect();
+    limited.sort();
+    for (rule, n) in limited {
+        let _ = writeln!(out, "aigw_ratelimited_total{{rule=\"{}\"}} {n}", esc(rule));
+    }
     out.push_str(
         "# HELP aigw_log_records_dropped_total Request-log records dropped because the log channel was full.\n",
     );

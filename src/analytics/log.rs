@@ -31,7 +31,8 @@ impl Record {
         serde_json::json!({
             "ts": self.ts_unix_ms,
             "request_id": self.request_id,
-            "client_key_id": null,
+            "client_key_id": self.client_key_id.as_deref(),
+            "limited_by": self.limited_by.as_deref(),
             "client_ip": self.client_ip.to_string(),
             "method": self.method,
             "path": self.path,

@@ -49,6 +49,10 @@ pub struct Record {
     /// What a hit (or coalesced answer) would have cost upstream.
     pub saved: Option<Usage>,
     pub saved_cost_usd: Option<f64>,
+    /// The gateway key's id (auth mode "keys").
+    pub client_key_id: Option<Arc<str>>,
+    /// The rate limit or budget that refused the request.
+    pub limited_by: Option<Arc<str>>,
     pub attempts: u32,
     pub usage: Option<Usage>,
     pub estimated: bool,
@@ -88,6 +92,8 @@ impl Record {
             coalesced: false,
             saved: None,
             saved_cost_usd: None,
+            client_key_id: None,
+            limited_by: None,
             attempts: 0,
             usage: None,
             estimated: false,
@@ -210,6 +216,8 @@ pub struct Delta {
     pub hists: Vec<(HistKey, Hists)>,
     /// (provider, outcome) → attempts.
     pub attempts: Vec<((Arc<str>, &'static str), u64)>,
+    /// Refusals per rate-limit rule (or budget).
+    pub ratelimited: Vec<(Arc<str>, u64)>,
     pub records_dropped: u64,
     /// Gauges: this worker's open client and upstream connections.
     pub open_client: u64,

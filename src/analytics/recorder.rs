@@ -20,6 +20,7 @@ struct Local {
     counters: HashMap<SeriesKey, Counters>,
     hists: HashMap<HistKey, Hists>,
     attempts: HashMap<(Arc<str>, &'static str), u64>,
+    ratelimited: HashMap<Arc<str>, u64>,
     records_dropped: u64,
 }
 
@@ -92,6 +93,9 @@ impl Recorder {
             if let Some(t) = rec.upstream {
                 h.upstream.saturating_record(micros(t));
             }
+            if let Some(rule) = &rec.limited_by {
+                *local.ratelimited.entry(rule.clone()).or_default() += 1;
+            }
             if rec.provider.is_some() && rec.attempts > 0 {
                 let outcome = if rec.error.is_some_and(|e| e.starts_with("upstream")) { "error" } else { "ok" };
                 *local.attempts.entry((provider.clone(), outcome)).or_default() += 1;
@@ -152,6 +156,12 @@ fn merge_into(delta: &mut Delta, local: Local) {
         match delta.attempts.iter_mut().find(|(dk, _)| *dk == k) {
             Some((_, dn)) => *dn += n,
             None => delta.attempts.push((k, n)),
+        }
+    }
+    for (k, n) in local.ratelimited {
+        match delta.ratelimited.iter_mut().find(|(dk, _)| *dk == k) {
+            Some((_, dn)) => *dn += n,
+            None => delta.ratelimited.push((k, n)),
         }
     }
     delta.records_dropped += local.records_dropped;

@@ -8,6 +8,7 @@
 //! so the per-request path reads no shared lock.
 
 pub mod keyfile;
+pub mod manage;
 
 use std::{
     cell::RefCell,

@@ -90,6 +90,9 @@ pub struct PlanInput<'a> {
     /// The body as it will be forwarded.
     pub body: &'a [u8],
     pub stripped: bool,
+    /// The gateway key's id, when the client presented one: it owns the
+    /// client's entries under `scope = "key"`.
+    pub key_id: Option<&'a str>,
 }
 
 /// Lookup result.
@@ -146,7 +149,10 @@ impl Cache {
         }
         let scope = match self.config.scope {
             CacheScope::Shared => None,
-            CacheScope::Key => client_identity(head),
+            CacheScope::Key => match p.key_id {
+                Some(id) => Some(key::identity(format!("gateway-key:{id}").as_bytes())),
+                None => client_identity(head),
+            },
         };
         let key = match custom {
             Some(k) => CacheKey::custom(p.provider, scope, k),

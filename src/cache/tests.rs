@@ -19,6 +19,7 @@ fn plan(cache: &Cache, extra: &str, provider_ttl: Option<Duration>) -> Result<Pl
         path: b"/v1/chat/completions",
         body: b"{}",
         stripped: false,
+        key_id: None,
     })
 }
 

@@ -46,10 +46,12 @@ fn head(
     req: &Request,
     keep_alive: bool,
     status_header: CacheStatus,
+    extra: &[u8],
 ) -> BytesMut {
-    let mut out = BytesMut::with_capacity(256 + headers.len());
+    let mut out = BytesMut::with_capacity(256 + headers.len() + extra.len());
     write::status_line(&mut out, Version::Http11, status, b"");
-    out.extend_from_slice(headers);
+    super::headers::copy_stored(&mut out, headers, !extra.is_empty());
+    out.extend_from_slice(extra);
     match framing {
         Framing::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
         Framing::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
@@ -86,11 +88,12 @@ pub async fn serve_hit(
     io: &mut ClientIo,
     req: &Request,
     keep_alive: bool,
+    extra: &[u8],
     rec: Option<&mut Record>,
 ) -> Outcome {
     let version = req.head.version();
     let framing = framing(entry.stream, Some(entry.body.len() as u64), version);
-    let mut out = head(entry.status, &entry.headers, framing, req, keep_alive, CacheStatus::Hit);
+    let mut out = head(entry.status, &entry.headers, framing, req, keep_alive, CacheStatus::Hit, extra);
     let body: Option<Bytes> = match framing {
         Framing::Chunked => {
             if entry.body.len() <= COALESCE {
@@ -147,6 +150,7 @@ pub async fn follow(
     req: &Request,
     keep_alive: bool,
     deadline: Instant,
+    extra: &[u8],
     mut rec: Option<&mut Record>,
 ) -> Result<Followed, GatewayError> {
     let version = req.head.version();
@@ -171,7 +175,7 @@ pub async fn follow(
             Update::Released => return Ok(Followed::Released),
             Update::Head(h) => {
                 fr = framing(h.stream, h.length, version);
-                out = head(h.status, &h.headers, fr, req, keep_alive, CacheStatus::Hit);
+                out = head(h.status, &h.headers, fr, req, keep_alive, CacheStatus::Hit, extra);
                 head_sent = true;
                 if let Some(r) = rec.as_deref_mut() {
                     r.status = h.status;

@@ -34,7 +34,17 @@ fn listed(names: &[&[u8]], name: &[u8]) -> bool {
 /// upstream answers uncompressed and the tap can read the usage (the OpenAI
 /// SDKs send `Accept-Encoding: gzip, deflate`; a gzipped JSON body would
 /// hide its tokens).
-pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes::Bytes, identity: bool) -> Outgoing {
+///
+/// `key_header` is the header that carried the client's gateway key: it is
+/// never forwarded, whatever `passthrough_auth` says.
+pub fn upstream_request(
+    req: &Request,
+    up: &Upstream,
+    rest: &[u8],
+    body: &bytes::Bytes,
+    identity: bool,
+    key_header: Option<&str>,
+) -> Outgoing {
     let head = &req.head;
     let method = head.method();
     let mut out = BytesMut::with_capacity(512 + up.injected.len() + body.len().min(COALESCE_BODY));
@@ -64,6 +74,7 @@ pub fn upstream_request(req: &Request, up: &Upstream, rest: &[u8], body: &bytes:
             || (identity && name.eq_ignore_ascii_case(b"accept-encoding"))
             || name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-aigw-")
             || (!up.passthrough_auth && CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)))
+            || key_header.is_some_and(|k| name.eq_ignore_ascii_case(k.as_bytes()))
             || up.injected_names.iter().any(|n| n.eq_ignore_ascii_case(name))
             || listed(&dropped, name);
         if skip {
@@ -123,6 +134,7 @@ pub fn client_response_head(
     keep_alive: bool,
     id: RequestId,
     cache: Option<CacheStatus>,
+    extra: &[u8],
 ) -> BytesMut {
     let mut out = BytesMut::with_capacity(raw.len() + 128);
     write::status_line(&mut out, Version::Http11, resp.status, &raw[resp.reason.clone()]);
@@ -132,6 +144,7 @@ pub fn client_response_head(
         let skip = is_hop_by_hop(name)
             || (framing != ClientFraming::Empty && name.eq_ignore_ascii_case(b"content-length"))
             || name.eq_ignore_ascii_case(b"x-aigw-request-id")
+            || (!extra.is_empty() && is_ratelimit_header(name))
             || listed(&dropped, name);
         if !skip {
             write::header(&mut out, name, value);
@@ -145,6 +158,7 @@ pub fn client_response_head(
     if let Some(c) = cache {
         write::header(&mut out, b"x-aigw-cache-status", c.header());
     }
+    out.extend_from_slice(extra);
     write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
     if !keep_alive {
         write::header(&mut out, b"Connection", b"close");
@@ -166,4 +180,25 @@ pub fn stored_headers(raw: &[u8], resp: &ParsedResponse) -> bytes::Bytes {
         }
     }
     out.freeze()
+}
+
+/// The upstream's own `x-ratelimit-*` headers give way to the gateway's
+/// when a gateway limit applies: two sets under one name would confuse
+/// every SDK.
+fn is_ratelimit_header(name: &[u8]) -> bool {
+    name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-ratelimit-")
+}
+
+/// Copies stored header lines, leaving out `x-ratelimit-*` ones when the
+/// gateway adds its own.
+pub fn copy_stored(out: &mut BytesMut, lines: &[u8], drop_ratelimit: bool) {
+    if !drop_ratelimit {
+        out.extend_from_slice(lines);
+        return;
+    }
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        if !is_ratelimit_header(line) {
+            out.extend_from_slice(line);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The per-request pipeline of the data listener:
 //! route → rewrite the head → exchange with the upstream → relay the body.
 
+mod access;
 mod cached;
 mod headers;
 mod relay;
@@ -9,12 +10,14 @@ use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
 use crate::{
     analytics::{Record, pricing::PriceTable, recorder::Recorder, request_body},
+    auth::{Keys, WorkerKeys},
     cache::{
         Cache, CacheStatus, Lookup, Plan, PlanInput,
         flight::{Join, Leader},
     },
     config::ProviderKind,
     error::GatewayError,
+    ratelimit::Limiter,
     server::conn::{ClientIo, Outcome, Request},
     upstream::{Upstream, exchange, pool::Pool},
 };
@@ -27,12 +30,22 @@ pub struct Shared {
     /// `[log] capture_bodies`: how many bytes of each body to keep.
     pub capture: Option<usize>,
     pub cache: Arc<Cache>,
+    /// Gateway keys (auth mode "keys").
+    pub keys: Option<Arc<Keys>>,
+    pub limiter: Arc<Limiter>,
 }
 
 impl Shared {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, prices: PriceTable, capture: Option<usize>, cache: Arc<Cache>) -> Self {
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        prices: PriceTable,
+        capture: Option<usize>,
+        cache: Arc<Cache>,
+        keys: Option<Arc<Keys>>,
+        limiter: Arc<Limiter>,
+    ) -> Self {
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name, prices, capture, cache }
+        Self { upstreams, by_name, prices, capture, cache, keys, limiter }
     }
 }
 
@@ -54,12 +67,15 @@ pub struct Worker {
     pub recorder: Option<Rc<Recorder>>,
     /// Upstream connections in use by requests on this worker.
     active_upstream: std::cell::Cell<u64>,
+    /// This worker's snapshot of the key set.
+    keys: Option<WorkerKeys>,
 }
 
 impl Worker {
     pub fn new(shared: Arc<Shared>, recorder: Option<Rc<Recorder>>) -> Self {
         let pool = Pool::new(shared.upstreams.iter().map(|u| u.pool).collect());
-        Self { shared, pool: RefCell::new(pool), recorder, active_upstream: std::cell::Cell::new(0) }
+        let keys = shared.keys.clone().map(WorkerKeys::new);
+        Self { shared, pool: RefCell::new(pool), recorder, active_upstream: std::cell::Cell::new(0), keys }
     }
 }
 
@@ -70,31 +86,49 @@ pub async fn handle(
     keep_alive: bool,
     mut rec: Option<&mut Record>,
 ) -> Result<Outcome, GatewayError> {
+    let mut admitted = access::authenticate(w, &req, rec.as_deref_mut())?;
+    let result = forward(w, &req, io, keep_alive, rec.as_deref_mut(), &mut admitted).await;
+    access::settle(w, admitted, rec.as_deref());
+    result
+}
+
+/// Everything after authentication: route, limits, cache, upstream.
+async fn forward(
+    w: &Worker,
+    req: &Request,
+    io: &mut ClientIo,
+    keep_alive: bool,
+    mut rec: Option<&mut Record>,
+    admitted: &mut access::Admitted,
+) -> Result<Outcome, GatewayError> {
     let (up, rest) = route(w, req.head.target())?;
+    let info = match up.kind {
+        ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
+        _ => request_body::scan(&req.body),
+    };
+    if let Some(r) = rec.as_deref_mut() {
+        r.provider = Some(up.label.clone());
+        r.model = info.model.clone();
+        r.stream = info.stream;
+    }
+    access::admit(w, admitted, req, &up.name, info.model.as_deref(), rec.as_deref_mut())?;
     let mut body = req.body.clone();
     let mut strip_usage = false;
     if let Some(r) = rec.as_deref_mut() {
-        let info = match up.kind {
-            ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
-            _ => request_body::scan(&req.body),
-        };
         if info.stream
             && !info.stream_options
             && up.inject_include_usage
-            && is_chat_completions(&req, rest)
+            && is_chat_completions(req, rest)
             && let Some(b) = with_include_usage(&req.body)
         {
             body = b;
             strip_usage = true;
         }
-        r.provider = Some(up.label.clone());
-        r.model = info.model;
-        r.stream = info.stream;
         if let Some(max) = w.shared.capture {
             r.request_body = Some(String::from_utf8_lossy(&req.body[..req.body.len().min(max)]).into_owned());
         }
     }
-    let metadata = metadata(&req)?;
+    let metadata = metadata(req)?;
     if let Some(r) = rec.as_deref_mut() {
         r.metadata = metadata;
     }
@@ -111,6 +145,7 @@ pub async fn handle(
         path: rest,
         body: &body,
         stripped: strip_usage,
+        key_id: admitted.key.as_ref().map(|k| &*k.id),
     })?;
     let mut fill = None;
     let cache_status = match plan {
@@ -125,7 +160,7 @@ pub async fn handle(
                     if let Some(r) = rec.as_deref_mut() {
                         r.cache = CacheStatus::Hit.label();
                     }
-                    return Ok(cached::serve_hit(w, &entry, io, &req, keep_alive, rec).await);
+                    return Ok(cached::serve_hit(w, &entry, io, req, keep_alive, &admitted.headers, rec).await);
                 }
                 Lookup::Expired => CacheStatus::Expired,
                 Lookup::Miss => CacheStatus::Miss,
@@ -139,7 +174,19 @@ pub async fn handle(
                     if let Some(r) = rec.as_deref_mut() {
                         r.cache = CacheStatus::Hit.label();
                     }
-                    match cached::follow(w, &up.name, f, io, &req, keep_alive, deadline, rec.as_deref_mut()).await? {
+                    let followed = cached::follow(
+                        w,
+                        &up.name,
+                        f,
+                        io,
+                        req,
+                        keep_alive,
+                        deadline,
+                        &admitted.headers,
+                        rec.as_deref_mut(),
+                    )
+                    .await?;
+                    match followed {
                         cached::Followed::Done(outcome) => return Ok(outcome),
                         // The leader got no cacheable answer: this request
                         // goes upstream on its own and stores nothing.
@@ -154,7 +201,7 @@ pub async fn handle(
         r.cache = s.label();
     }
 
-    let outgoing = headers::upstream_request(&req, up, rest, &body, rec.is_some());
+    let outgoing = headers::upstream_request(req, up, rest, &body, rec.is_some(), admitted.key_header);
     let upstream_started = std::time::Instant::now();
     let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
         Ok(s) => s,
@@ -167,8 +214,10 @@ pub async fn handle(
     };
     w.active_upstream.set(w.active_upstream.get() + 1);
     let cache_out = relay::CacheOut { status: cache_status, fill };
+    let extra = &admitted.headers;
     let outcome =
-        relay::relay(w, up, start, io, &req, keep_alive, deadline, rec.as_deref_mut(), strip_usage, cache_out).await;
+        relay::relay(w, up, start, io, req, keep_alive, deadline, rec.as_deref_mut(), strip_usage, cache_out, extra)
+            .await;
     if let Some(r) = rec {
         r.upstream = Some(upstream_started.elapsed());
     }

@@ -88,6 +88,7 @@ pub async fn relay(
     rec: Option<&mut Record>,
     strip_usage: bool,
     cache: CacheOut,
+    extra: &[u8],
 ) -> Outcome {
     let ResponseStart { mut conn, head, raw_head, attempts } = start;
     let client_version = req.head.version();
@@ -98,7 +99,7 @@ pub async fn relay(
         (ResponseFraming::Chunked | ResponseFraming::UntilClose, Version::Http10) => ClientFraming::UntilClose,
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
-    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, cache.status);
+    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, cache.status, extra);
     let content_type = response_header(&raw_head, &head, b"content-type");
     let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
     let mut fill = cache.fill.map(|leader| CacheFill { headers: stored_headers(&raw_head, &head), ..leader });

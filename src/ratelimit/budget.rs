@@ -60,6 +60,12 @@ pub struct Reservation {
     amount: f64,
 }
 
+impl Reservation {
+    pub fn amount(&self) -> f64 {
+        self.amount
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Exceeded {
     pub period: &'static str,

@@ -16,9 +16,12 @@ use shutdown::Shutdown;
 use crate::{
     admin::AdminCtx,
     analytics::{self, Analytics, recorder},
+    auth::Keys,
+    config::AuthMode,
     config::{Config, IoDriver, Limits, ServerTimeouts, UpstreamUrl},
     mock::{MockOptions, MockServer},
     proxy,
+    ratelimit::Limiter,
     upstream::{Upstream, resolve},
 };
 
@@ -170,11 +173,20 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     resolve::spawn(upstreams.clone(), shutdown.clone()).map_err(StartError::Io)?;
 
     let analytics_stop = Arc::new(Shutdown::new());
-    let (analytics, analytics_threads) = start_analytics(config, &analytics_stop)?;
+    let (analytics, mut analytics_threads) = start_analytics(config, &analytics_stop)?;
     let prices = analytics::pricing::PriceTable::new(&config.pricing).map_err(StartError::Provider)?;
     let capture = config.log.capture_bodies.then_some(config.log.capture_max_bytes);
     let cache = Arc::new(crate::cache::Cache::new(config.cache.clone()));
-    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone()));
+    let keys = match &config.auth.mode {
+        AuthMode::None => None,
+        AuthMode::Keys { file } => {
+            let keys = Keys::load(file.clone()).map_err(StartError::Provider)?;
+            analytics_threads.push(keys.watch(analytics_stop.clone()).map_err(StartError::Io)?);
+            Some(keys)
+        }
+    };
+    let limiter = Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone()));
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter));
     let workers = config.server.workers.resolve();
     let data_svc = Service {
         name: "aigw",
@@ -202,11 +214,19 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     };
     let ready = shutdown.clone();
     let for_admin = analytics.clone();
+    let token: Option<Arc<str>> = config
+        .auth
+        .admin_token_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|t| !t.is_empty())
+        .map(Arc::from);
     let make: MakeHandler = Arc::new(move |_| {
         Handler::Admin(Rc::new(AdminCtx {
             shutdown: ready.clone(),
             analytics: Some(for_admin.clone()),
             cache: Some(cache.clone()),
+            token: token.clone(),
         }))
     });
     let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
