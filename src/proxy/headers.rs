@@ -112,6 +112,14 @@ pub fn upstream_request(
     }
 }
 
+/// What the gateway adds to a relayed response head.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    pub cache: Option<CacheStatus>,
+    /// Pre-rendered header lines (`x-ratelimit-*`).
+    pub lines: &'a [u8],
+}
+
 /// How the response body reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFraming {
@@ -133,9 +141,9 @@ pub fn client_response_head(
     client_version: Version,
     keep_alive: bool,
     id: RequestId,
-    cache: Option<CacheStatus>,
-    extra: &[u8],
+    extras: Extras<'_>,
 ) -> BytesMut {
+    let Extras { cache, lines: extra } = extras;
     let mut out = BytesMut::with_capacity(raw.len() + 128);
     write::status_line(&mut out, Version::Http11, resp.status, &raw[resp.reason.clone()]);
     let all = || resp.headers.iter().map(|h| (&raw[h.name.clone()], &raw[h.value.clone()]));

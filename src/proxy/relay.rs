@@ -18,7 +18,7 @@ use monoio::{
 
 use super::{
     CacheFill, Worker,
-    headers::{ClientFraming, client_response_head, stored_headers},
+    headers::{ClientFraming, Extras, client_response_head, stored_headers},
 };
 use crate::{
     analytics::Record,
@@ -99,7 +99,8 @@ pub async fn relay(
         (ResponseFraming::Chunked | ResponseFraming::UntilClose, Version::Http10) => ClientFraming::UntilClose,
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
-    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, cache.status, extra);
+    let extras = Extras { cache: cache.status, lines: extra };
+    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, extras);
     let content_type = response_header(&raw_head, &head, b"content-type");
     let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
     let mut fill = cache.fill.map(|leader| CacheFill { headers: stored_headers(&raw_head, &head), ..leader });

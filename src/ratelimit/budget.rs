@@ -73,8 +73,10 @@ pub struct Exceeded {
     pub retry_after: Duration,
 }
 
+type Shard = HashMap<Arc<str>, Spend>;
+
 pub struct Budgets {
-    shards: Box<[Mutex<HashMap<Arc<str>, Spend>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Default for Budgets {
@@ -84,7 +86,7 @@ impl Default for Budgets {
 }
 
 impl Budgets {
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Spend>> {
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
         let i = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }

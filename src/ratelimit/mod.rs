@@ -75,6 +75,16 @@ pub struct Admission {
     pub tokens: Option<UnitState>,
 }
 
+/// One bucket a request is checked against.
+struct Bucket<'a> {
+    slot: u32,
+    hash: u64,
+    rate: Rate,
+    unit: Unit,
+    limit: u64,
+    label: &'a Arc<str>,
+}
+
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -133,7 +143,7 @@ impl Limiter {
         let mut adm = Admission::default();
         let mut charged: Vec<(u32, u64, Rate)> = Vec::new();
         let mut ip_text = None;
-        let mut buckets: Vec<(u32, u64, Rate, Unit, u64, &Arc<str>)> = Vec::new();
+        let mut buckets: Vec<Bucket<'_>> = Vec::new();
         for (i, c) in self.rules.iter().enumerate() {
             let s = &c.rule.scope;
             let applies = s.provider.as_deref().is_none_or(|p| p == input.provider)
@@ -154,7 +164,8 @@ impl Limiter {
                 LimitKey::Route => input.route.as_bytes(),
             };
             let slot = i as u32;
-            buckets.push((slot, self.table.bucket(slot, value), c.rate, c.rule.unit, c.rule.limit, &c.label));
+            let hash = self.table.bucket(slot, value);
+            buckets.push(Bucket { slot, hash, rate: c.rate, unit: c.rule.unit, limit: c.rule.limit, label: &c.label });
         }
         if let Some(k) = input.key {
             for (slot, per_min, unit, label) in [
@@ -163,11 +174,12 @@ impl Limiter {
             ] {
                 if let Some(n) = per_min {
                     let rate = Rate::new(n, Duration::from_secs(60), n);
-                    buckets.push((slot, self.table.bucket(slot, k.id.as_bytes()), rate, unit, n, label));
+                    let hash = self.table.bucket(slot, k.id.as_bytes());
+                    buckets.push(Bucket { slot, hash, rate, unit, limit: n, label });
                 }
             }
         }
-        for (slot, bucket, rate, unit, limit, label) in buckets {
+        for Bucket { slot, hash: bucket, rate, unit, limit, label } in buckets {
             let cost = if unit == Unit::Requests { 1 } else { 0 };
             match self.table.check(slot, bucket, &rate, now, cost) {
                 Decision::Allow { remaining, reset } => {
