@@ -97,8 +97,14 @@ impl MockServer {
         };
         let s = stats.clone();
         let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone() }));
-        let service =
-            server::Service { name: "aigw-mock", driver: IoDriver::Auto, limits, timeouts, shutdown: shutdown.clone() };
+        let service = server::Service {
+            name: "aigw-mock",
+            driver: IoDriver::Auto,
+            limits,
+            timeouts,
+            shutdown: shutdown.clone(),
+            tls: None,
+        };
         let (addr, threads) = server::spawn_service(&service, listen, workers, pin, Arc::new(make))?;
         Ok(MockServer { addr, stats, shutdown, threads: Some(threads) })
     }

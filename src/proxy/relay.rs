@@ -348,13 +348,21 @@ async fn relay_stream(
     let ClientIo { rd, wr, buf: client_buf } = io;
     let mut decoder = chunked_in.then(ChunkedDecoder::new);
 
-    // Watch the client: its read stays pending for the whole stream.
+    // Watch the client: its read stays pending for the whole stream (plain
+    // TCP only; see `ClientRead::cancelable`).
     let canceller = Canceller::new();
-    let mut watch_buf = std::mem::take(client_buf);
+    let plain = rd.cancelable();
+    let mut watching = plain.is_some();
+    let mut watch_buf = if watching { std::mem::take(client_buf) } else { BytesMut::new() };
     watch_buf.reserve(1024);
     let len = watch_buf.len();
-    let mut watch = pin!(rd.cancelable_read(watch_buf.slice_mut(len..), canceller.handle()));
-    let mut watching = true;
+    let handle = canceller.handle();
+    let mut watch = pin!(async move {
+        match plain {
+            Some(rd) => rd.cancelable_read(watch_buf.slice_mut(len..), handle).await,
+            None => std::future::pending().await,
+        }
+    });
 
     let end = loop {
         let done = match frame(conn, &mut decoder, &mut out, chunked_out, filter) {

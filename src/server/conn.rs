@@ -13,11 +13,14 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::{
     buf::IoBufMut,
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
     net::TcpStream,
 };
 
-use super::listener::ServerCtx;
+use super::{
+    listener::ServerCtx,
+    stream::{ClientRead, ClientWrite},
+};
 use crate::{
     analytics::Record,
     error::GatewayError,
@@ -55,8 +58,8 @@ impl RequestId {
 /// The client socket, split so a stream can watch for the client leaving
 /// while it writes, and the read buffer that holds pipelined bytes.
 pub struct ClientIo {
-    pub rd: OwnedReadHalf<TcpStream>,
-    pub wr: OwnedWriteHalf<TcpStream>,
+    pub rd: ClientRead,
+    pub wr: ClientWrite,
     pub buf: BytesMut,
 }
 
@@ -120,9 +123,23 @@ impl Handler {
 pub async fn serve(ctx: Rc<ServerCtx>, handler: Handler, stream: TcpStream, peer: SocketAddr) {
     let conn_id = ctx.conn_opened();
     let fd = stream.as_raw_fd();
-    let (rd, wr) = stream.into_split();
-    let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(4096) };
-    run(&ctx, &handler, &mut io, peer, conn_id, fd).await;
+    let halves = match ctx.tls.as_ref().map(|t| t.acceptor()) {
+        None => Some(super::stream::split_plain(stream)),
+        // The handshake gets the head-read timeout: a client that connects
+        // and says nothing is dropped like one that sends half a head.
+        Some(acceptor) => match monoio::time::timeout(ctx.timeouts.header_read, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(super::stream::split_tls(tls)),
+            Ok(Err(e)) => {
+                log::debug!("TLS handshake with {peer} failed: {e}");
+                None
+            }
+            Err(_) => None,
+        },
+    };
+    if let Some((rd, wr)) = halves {
+        let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(4096) };
+        run(&ctx, &handler, &mut io, peer, conn_id, fd).await;
+    }
     // Leave the idle set before the socket closes (drain may shut it down).
     ctx.conn_closed(conn_id);
 }

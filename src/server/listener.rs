@@ -24,6 +24,8 @@ pub struct ServerCtx {
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
     pub shutdown: Arc<Shutdown>,
+    /// TLS on this listener (the data listener with `server.tls_cert`).
+    pub tls: Option<Arc<super::tls::ServerTls>>,
     draining: Cell<bool>,
     open: Cell<usize>,
     next_conn: Cell<u64>,
@@ -33,12 +35,19 @@ pub struct ServerCtx {
 }
 
 impl ServerCtx {
-    pub fn new(worker: usize, limits: Limits, timeouts: ServerTimeouts, shutdown: Arc<Shutdown>) -> Self {
+    pub fn new(
+        worker: usize,
+        limits: Limits,
+        timeouts: ServerTimeouts,
+        shutdown: Arc<Shutdown>,
+        tls: Option<Arc<super::tls::ServerTls>>,
+    ) -> Self {
         Self {
             worker,
             limits,
             timeouts,
             shutdown,
+            tls,
             draining: Cell::new(false),
             open: Cell::new(0),
             next_conn: Cell::new(0),

@@ -5,6 +5,8 @@ pub mod conn;
 pub mod listener;
 pub mod runtime;
 pub mod shutdown;
+pub mod stream;
+pub mod tls;
 
 use std::{fmt, io, net::SocketAddr, rc::Rc, sync::Arc};
 
@@ -32,6 +34,7 @@ pub struct Service {
     pub limits: Limits,
     pub timeouts: ServerTimeouts,
     pub shutdown: Arc<Shutdown>,
+    pub tls: Option<Arc<tls::ServerTls>>,
 }
 
 pub type MakeHandler = Arc<dyn Fn(usize) -> Handler + Send + Sync>;
@@ -53,6 +56,7 @@ pub fn spawn_service(
     for (i, (std_listener, core)) in listeners.into_iter().zip(cores).enumerate() {
         let make = make.clone();
         let (name, limits, timeouts, shutdown) = (svc.name, svc.limits, svc.timeouts, svc.shutdown.clone());
+        let tls = svc.tls.clone();
         let thread_name = format!("{name}-{i}");
         handles.push(runtime::spawn_runtime(thread_name, driver, core, move |driver: Driver| async move {
             match core {
@@ -66,7 +70,7 @@ pub fn spawn_service(
                     return;
                 }
             };
-            let ctx = Rc::new(ServerCtx::new(i, limits, timeouts, shutdown));
+            let ctx = Rc::new(ServerCtx::new(i, limits, timeouts, shutdown, tls));
             let handler = make(i);
             let recorder = match &handler {
                 Handler::Proxy(w) => w.recorder.clone(),
@@ -188,12 +192,21 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let limiter = Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone()));
     let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter));
     let workers = config.server.workers.resolve();
+    let tls = match &config.server.tls {
+        Some(files) => {
+            let tls = tls::ServerTls::load(files.clone()).map_err(StartError::Provider)?;
+            analytics_threads.push(tls.watch(analytics_stop.clone()).map_err(StartError::Io)?);
+            Some(tls)
+        }
+        None => None,
+    };
     let data_svc = Service {
         name: "aigw",
         driver: config.server.io_driver,
         limits: config.server.limits,
         timeouts: config.server.timeouts,
         shutdown: shutdown.clone(),
+        tls,
     };
     let for_workers = config.server.analytics.then(|| analytics.clone());
     let make: MakeHandler = Arc::new(move |i| {
@@ -211,6 +224,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         limits: config.server.limits,
         timeouts: config.server.timeouts,
         shutdown: admin_shutdown.clone(),
+        tls: None,
     };
     let ready = shutdown.clone();
     let for_admin = analytics.clone();
