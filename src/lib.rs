@@ -43,6 +43,7 @@ pub mod http;
 pub mod mock;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod server;
 pub mod tap;
 pub mod upstream;

@@ -3,7 +3,7 @@
 //! behind it, and a prefix of a reply never errors where the whole did not.
 #![no_main]
 
-use aigw::cache::{Entry, resp};
+use aigw::{cache::Entry, redis::resp};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

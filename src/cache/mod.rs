@@ -4,8 +4,8 @@
 //!   headers.
 //! - `entry.rs`: a stored response (headers + body as `Bytes`).
 //! - `memory.rs`: the in-process store (quick_cache, bounded by bytes).
-//! - `redis.rs` + `resp.rs`: the optional Redis store, so that several
-//!   hosts share hits.
+//! - `redis.rs`: the optional Redis store (on `crate::redis`), so that
+//!   several hosts share hits.
 //! - `flight.rs`: coalescing of concurrent identical requests, with the
 //!   leader's stream fanned out to its followers as it arrives.
 //!
@@ -17,7 +17,6 @@ pub mod flight;
 pub mod key;
 pub mod memory;
 pub mod redis;
-pub mod resp;
 
 use std::{sync::Arc, time::Duration};
 

@@ -2,131 +2,56 @@
 //! `{prefix}{provider}:{key hex}` with a Redis TTL, so that every aigw host
 //! behind one load balancer shares hits.
 //!
-//! Each worker thread keeps its own small pool of connections (thread
-//! local: workers share nothing on the hot path). Every command is bounded
-//! by `redis_timeout`; a failure, timeout or malformed value counts as a
-//! miss and is counted in `aigw_cache_redis_errors_total`: a sick Redis
-//! makes the gateway slower by at most the timeout, never wrong.
+//! Every command is bounded by `redis_timeout` (`crate::redis`); a failure,
+//! timeout or malformed value counts as a miss and is counted in
+//! `aigw_cache_redis_errors_total`: a sick Redis makes the gateway slower
+//! by at most the timeout, never wrong.
 
-use std::{
-    cell::RefCell,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use monoio::{
-    io::{AsyncReadRent, AsyncWriteRentExt},
-    net::TcpStream,
-};
+use bytes::Bytes;
 
 use super::{
     CacheKey, Purge,
     entry::{Entry, now_unix_ms},
-    resp::{self, Reply},
 };
-use crate::config::RedisConfig;
-
-/// Idle connections kept per worker thread.
-const MAX_IDLE: usize = 16;
-
-struct Inner {
-    config: RedisConfig,
-    errors: AtomicU64,
-}
+use crate::{
+    config::RedisConfig,
+    redis::{Client, Reply, Target, glob_escape},
+};
 
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-thread_local! {
-    static POOL: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
-}
-
-enum Failure {
-    Io,
-    Timeout,
-    Protocol,
-    Refused(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Io => write!(f, "connection failed"),
-            Failure::Timeout => write!(f, "timed out"),
-            Failure::Protocol => write!(f, "protocol error"),
-            Failure::Refused(e) => write!(f, "refused: {e}"),
-        }
-    }
+    client: Client,
+    prefix: Arc<str>,
 }
 
 impl RedisStore {
     pub fn new(config: RedisConfig) -> RedisStore {
-        RedisStore { inner: Arc::new(Inner { config, errors: AtomicU64::new(0) }) }
+        let target = Target {
+            addr: config.addr,
+            display: config.display,
+            password: config.password,
+            db: config.db,
+            timeout: config.timeout,
+        };
+        RedisStore { client: Client::new(target), prefix: Arc::from(config.prefix.as_str()) }
     }
 
     pub fn errors(&self) -> u64 {
-        self.inner.errors.load(Ordering::Relaxed)
+        self.client.errors()
     }
 
     fn name(&self, provider: &str, key: CacheKey) -> Vec<u8> {
-        format!("{}{provider}:{}", self.inner.config.prefix, key.hex()).into_bytes()
-    }
-
-    /// Runs one command within the timeout on a pooled connection.
-    async fn run(&self, args: &[&[u8]]) -> Result<Reply, Failure> {
-        let result = monoio::time::timeout(self.inner.config.timeout, async {
-            let mut conn = match POOL.with(|p| p.borrow_mut().pop()) {
-                Some(c) => c,
-                None => self.connect().await?,
-            };
-            let reply = exchange(&mut conn, args).await?;
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < MAX_IDLE {
-                    p.push(conn);
-                }
-            });
-            Ok(reply)
-        })
-        .await;
-        let result = result.unwrap_or(Err(Failure::Timeout));
-        if let Err(e) = &result {
-            self.inner.errors.fetch_add(1, Ordering::Relaxed);
-            log::debug!("cache redis {}: {e}", self.inner.config.display);
-        }
-        result
-    }
-
-    async fn connect(&self) -> Result<Conn, Failure> {
-        let stream = TcpStream::connect_addr(self.inner.config.addr).await.map_err(|_| Failure::Io)?;
-        let _ = stream.set_nodelay(true);
-        let mut conn = Conn { stream, buf: BytesMut::with_capacity(16 * 1024) };
-        if let Some(pw) = &self.inner.config.password {
-            expect_ok(exchange(&mut conn, &[b"AUTH", pw.as_bytes()]).await?)?;
-        }
-        if self.inner.config.db != 0 {
-            let db = self.inner.config.db.to_string();
-            expect_ok(exchange(&mut conn, &[b"SELECT", db.as_bytes()]).await?)?;
-        }
-        Ok(conn)
+        format!("{}{provider}:{}", self.prefix, key.hex()).into_bytes()
     }
 
     pub async fn get(&self, provider: &str, key: CacheKey) -> Option<Entry> {
-        match self.run(&[b"GET", &self.name(provider, key)]).await {
+        match self.client.run(&[b"GET", &self.name(provider, key)]).await {
             Ok(Reply::Bulk(b)) => {
                 let e = Entry::decode(b);
                 if e.is_none() {
-                    self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                    self.client.count_error();
                 }
                 e
             }
@@ -147,14 +72,14 @@ impl RedisStore {
             let px = (left + left.min(3_600_000)).to_string();
             let name = store.name(&entry.provider, key);
             let value = entry.encode();
-            let _ = store.run(&[b"SET", &name, &value, b"PX", px.as_bytes()]).await;
+            let _ = store.client.run(&[b"SET", &name, &value, b"PX", px.as_bytes()]).await;
         });
     }
 
     /// Deletes matching keys with SCAN + DEL (never KEYS, which blocks
     /// Redis on a large keyspace).
     pub async fn purge(&self, what: Purge<'_>) -> Result<u64, String> {
-        let prefix = glob_escape(&self.inner.config.prefix);
+        let prefix = glob_escape(&self.prefix);
         let pattern = match what {
             Purge::All => format!("{prefix}*"),
             Purge::Provider(p) => format!("{prefix}{}:*", glob_escape(p)),
@@ -164,6 +89,7 @@ impl RedisStore {
         let mut removed = 0;
         loop {
             let reply = self
+                .client
                 .run(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"])
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
@@ -176,7 +102,7 @@ impl RedisStore {
             if !names.is_empty() {
                 let mut args: Vec<&[u8]> = vec![b"DEL"];
                 args.extend(names.iter().map(|b| &b[..]));
-                if let Reply::Int(n) = self.run(&args).await.map_err(|e| format!("redis: {e}"))? {
+                if let Reply::Int(n) = self.client.run(&args).await.map_err(|e| format!("redis: {e}"))? {
                     removed += u64::try_from(n).unwrap_or(0);
                 }
             }
@@ -186,56 +112,4 @@ impl RedisStore {
             cursor = next.to_vec();
         }
     }
-}
-
-fn expect_ok(r: Reply) -> Result<(), Failure> {
-    match r {
-        Reply::Simple(_) => Ok(()),
-        Reply::Error(e) => Err(Failure::Refused(e)),
-        _ => Err(Failure::Protocol),
-    }
-}
-
-/// Writes one command and reads its reply.
-async fn exchange(conn: &mut Conn, args: &[&[u8]]) -> Result<Reply, Failure> {
-    let mut out = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-    resp::command(&mut out, args);
-    conn.stream.write_all(out).await.0.map_err(|_| Failure::Io)?;
-    conn.buf.clear();
-    loop {
-        if let Some((reply, used)) = resp::parse(&conn.buf).map_err(|_| Failure::Protocol)? {
-            if used != conn.buf.len() {
-                // One command in flight per connection: extra bytes mean
-                // the stream is out of step.
-                return Err(Failure::Protocol);
-            }
-            if let Reply::Error(e) = reply {
-                return Err(Failure::Refused(e));
-            }
-            return Ok(reply);
-        }
-        if conn.buf.capacity() - conn.buf.len() < 4096 {
-            conn.buf.reserve(64 * 1024);
-        }
-        let buf = std::mem::take(&mut conn.buf);
-        let len = buf.len();
-        let (res, slice) = conn.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
-        conn.buf = slice.into_inner();
-        match res {
-            Ok(0) | Err(_) => return Err(Failure::Io),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Escapes Redis glob metacharacters.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
