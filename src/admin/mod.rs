@@ -21,6 +21,7 @@ pub struct AdminCtx {
     /// `[auth] admin_token_env`: when set, every route but /healthz and
     /// /readyz needs `Authorization: Bearer TOKEN`.
     pub token: Option<Arc<str>>,
+    pub limiter: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
@@ -53,7 +54,8 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
         (b"GET" | b"HEAD", b"/readyz") if a.shutdown.is_triggered() => (503, r#"{"status":"draining"}"#.to_string()),
         (b"GET" | b"HEAD", b"/readyz") => (200, r#"{"status":"ready"}"#.to_string()),
         (b"GET", b"/metrics") if a.analytics.is_some() => {
-            let body = a.analytics.as_ref().map(|an| metrics(an, a.cache.as_ref())).unwrap_or_default();
+            let body =
+                a.analytics.as_ref().map(|an| metrics(an, a.cache.as_ref(), a.limiter.as_ref())).unwrap_or_default();
             return send(io, text_response(&body, &req, keep_alive), keep_alive).await;
         }
         (b"GET", b"/admin/stats") if a.analytics.is_some() => {
@@ -98,11 +100,17 @@ fn text_response(body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut
     out
 }
 
-fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>) -> String {
+fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>, limiter: Option<&Arc<crate::ratelimit::Limiter>>) -> String {
     let log_total = a.recent.lock().map_or(0, |r| r.total);
     let gauges = cache_gauges(cache);
-    let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
-    exposition::metrics(&state, log_total, &gauges)
+    let mut text = {
+        let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
+        exposition::metrics(&state, log_total, &gauges)
+    };
+    if let Some(l) = limiter {
+        exposition::limit_metrics(&mut text, l.table.len(), l.leases.as_ref().map(|x| x.errors()));
+    }
+    text
 }
 
 fn stats(a: &Analytics, cache: Option<&Arc<Cache>>) -> String {

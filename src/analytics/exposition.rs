@@ -176,6 +176,20 @@ pub fn metrics(s: &State, log_total: u64, cache: &CacheGauges) -> String {
     out
 }
 
+/// The rate limiter's own figures, read at scrape time.
+pub fn limit_metrics(out: &mut String, buckets: usize, redis_errors: Option<u64>) {
+    out.push_str("# HELP aigw_ratelimit_buckets Rate-limit buckets held in this process.\n");
+    out.push_str("# TYPE aigw_ratelimit_buckets gauge\n");
+    let _ = writeln!(out, "aigw_ratelimit_buckets {buckets}");
+    if let Some(e) = redis_errors {
+        out.push_str(
+            "# HELP aigw_limit_store_redis_errors_total Lease and budget calls to Redis that failed or timed out.\n",
+        );
+        out.push_str("# TYPE aigw_limit_store_redis_errors_total counter\n");
+        let _ = writeln!(out, "aigw_limit_store_redis_errors_total {e}");
+    }
+}
+
 fn histogram(
     out: &mut String,
     name: &str,

@@ -246,3 +246,77 @@ mod tests {
         assert!(Cidr::parse("nope").is_err());
     }
 }
+
+/// `[limit_store]`: where rate-limit and budget state lives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LimitStore {
+    /// In this process: exact across its workers.
+    #[default]
+    Memory,
+    /// Shared by every host through Redis, spent locally from leases.
+    Redis(LeaseConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseConfig {
+    pub redis: super::RedisConfig,
+    /// Share of a bucket's burst (or of a budget) one host takes at a time.
+    pub lease_fraction: f64,
+    /// Leased units unused this long go back to Redis.
+    pub lease_ttl: Duration,
+    /// Share of each limit a host may spend on its own while Redis is
+    /// unreachable.
+    pub outage_fraction: f64,
+}
+
+pub(super) fn validate_store(errors: &mut Errors, raw: super::raw::RawLimitStore) -> LimitStore {
+    use super::raw::RawCacheBackend;
+    let redis_keys = raw.redis_url.is_some() || raw.redis_prefix.is_some() || raw.redis_timeout.is_some();
+    match raw.backend {
+        None | Some(RawCacheBackend::Memory) => {
+            if redis_keys || raw.lease_fraction.is_some() || raw.lease_ttl.is_some() || raw.outage_fraction.is_some() {
+                errors.push("limit_store.backend", "redis and lease keys are set but backend is not \"redis\"");
+            }
+            LimitStore::Memory
+        }
+        Some(RawCacheBackend::Redis) => {
+            let Some(url) = raw.redis_url else {
+                errors.push("limit_store.redis_url", "required when backend = \"redis\"");
+                return LimitStore::Memory;
+            };
+            let (addr, display, password, db) = match super::cache::parse_redis_url(&url) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push("limit_store.redis_url", e);
+                    return LimitStore::Memory;
+                }
+            };
+            let mut fraction = |key: &str, v: Option<f64>, d: f64| {
+                let v = v.unwrap_or(d);
+                if !(v > 0.0 && v <= 1.0) {
+                    errors.push(format!("limit_store.{key}"), "must be above 0 and at most 1");
+                }
+                v
+            };
+            let lease_fraction = fraction("lease_fraction", raw.lease_fraction, 0.05);
+            let outage_fraction = fraction("outage_fraction", raw.outage_fraction, 0.1);
+            let timeout = raw.redis_timeout.unwrap_or(Duration::from_millis(50));
+            let lease_ttl = raw.lease_ttl.unwrap_or(Duration::from_secs(1));
+            if timeout.is_zero() {
+                errors.push("limit_store.redis_timeout", "must be greater than 0");
+            }
+            if lease_ttl.is_zero() {
+                errors.push("limit_store.lease_ttl", "must be greater than 0");
+            }
+            let redis = super::RedisConfig {
+                addr,
+                display,
+                password,
+                db,
+                prefix: raw.redis_prefix.unwrap_or_else(|| "aigw:limits:".into()),
+                timeout,
+            };
+            LimitStore::Redis(LeaseConfig { redis, lease_fraction, lease_ttl, outage_fraction })
+        }
+    }
+}

@@ -10,9 +10,11 @@ pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-pub use access::{AuthConfig, AuthMode, Cidr, LimitKey, RateLimitRule, Scope, Unit};
+pub use access::{AuthConfig, AuthMode, Cidr, LeaseConfig, LimitKey, LimitStore, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
-use raw::{RawAuth, RawCache, RawIoDriver, RawKind, RawLog, RawProvider, RawRateLimit, RawServer, RawWorkers};
+use raw::{
+    RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawProvider, RawRateLimit, RawServer, RawWorkers,
+};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -29,6 +31,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub auth: AuthConfig,
     pub rate_limits: Vec<RateLimitRule>,
+    pub limit_store: LimitStore,
 }
 
 /// `[log]`: the request log file.
@@ -231,6 +234,7 @@ impl Config {
         let mut raw_cache = None;
         let mut raw_auth = None;
         let mut raw_rules = Vec::new();
+        let mut raw_store = None;
         let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
@@ -239,6 +243,7 @@ impl Config {
                 "log" => raw_log = section::<RawLog>(&mut errors, "log", value),
                 "cache" => raw_cache = section::<RawCache>(&mut errors, "cache", value),
                 "auth" => raw_auth = section::<RawAuth>(&mut errors, "auth", value),
+                "limit_store" => raw_store = section::<RawLimitStore>(&mut errors, "limit_store", value),
                 "rate_limits" => match value {
                     toml::Value::Array(items) => {
                         for (i, v) in items.into_iter().enumerate() {
@@ -305,8 +310,11 @@ impl Config {
             access::validate_auth(&mut errors, raw_auth.unwrap_or_default(), server.as_ref().map(|s| s.admin_listen));
         let analytics = server.as_ref().is_none_or(|s| s.analytics);
         let rate_limits = access::validate_rules(&mut errors, raw_rules, &providers, &auth, analytics);
+        let limit_store = access::validate_store(&mut errors, raw_store.unwrap_or_default());
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => Ok(Config { server, providers, log, pricing, cache, auth, rate_limits }),
+            (Some(server), true) => {
+                Ok(Config { server, providers, log, pricing, cache, auth, rate_limits, limit_store })
+            }
             _ => Err(ConfigErrors(errors.0)),
         }
     }

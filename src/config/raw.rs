@@ -167,3 +167,17 @@ pub struct RawMatch {
     pub route: Option<String>,
     pub model: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitStore {
+    pub backend: Option<RawCacheBackend>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub redis_timeout: Option<Duration>,
+    pub lease_fraction: Option<f64>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub lease_ttl: Option<Duration>,
+    pub outage_fraction: Option<f64>,
+}

@@ -107,6 +107,12 @@ fn each_rejection_names_its_key() {
     assert_rejects(&format!("{rule}match = {{ provider = \"nope\" }}\n{MOCK}"), "rate_limits[0].match.provider");
     assert_rejects(&format!("{rule}unit = \"tokens\"\n[server]\nanalytics = false\n{MOCK}"), "rate_limits[0].unit");
     assert_rejects(&format!("{rule}color = 1\n{MOCK}"), "rate_limits[0].color");
+    assert_rejects(&format!("[limit_store]\nbackend = \"redis\"\n{MOCK}"), "limit_store.redis_url");
+    assert_rejects(&format!("[limit_store]\nlease_fraction = 0.5\n{MOCK}"), "limit_store.backend");
+    let store = "[limit_store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    assert_rejects(&format!("{store}lease_fraction = 2.0\n{MOCK}"), "limit_store.lease_fraction");
+    assert_rejects(&format!("{store}outage_fraction = 0.0\n{MOCK}"), "limit_store.outage_fraction");
+    assert!(errors_of(&format!("{store}{MOCK}")).is_empty());
     assert_rejects(&format!("[cache]\nmax_bytes = 10\n{MOCK}"), "cache.max_bytes");
     assert_rejects(&format!("[cache]\nmax_entry_bytes = 100000000\n{MOCK}"), "cache.max_entry_bytes");
     assert_rejects(&format!("[cache]\nscope = \"global\"\n{MOCK}"), "cache.scope");

@@ -41,7 +41,7 @@ pub fn authenticate(w: &Worker, req: &Request, rec: Option<&mut Record>) -> Resu
 }
 
 /// Provider and model permissions, rate limits, then the budget.
-pub fn admit(
+pub async fn admit(
     w: &Worker,
     a: &mut Admitted,
     req: &Request,
@@ -59,7 +59,7 @@ pub fn admit(
     let key = a.key.as_deref();
     if limiter.is_active(key) {
         let input = LimitInput { head: &req.head, peer: req.peer.ip(), key, provider, route: provider, model };
-        match limiter.admit(&input, limiter.table.now()) {
+        match limiter.admit(&input, limiter.table.now()).await {
             Ok(adm) => {
                 ratelimit::headers(&mut a.headers, adm.requests, adm.tokens);
                 a.limits = Some(adm);
@@ -88,7 +88,11 @@ pub fn admit(
     {
         let estimate = estimate_cost(w, req, model);
         let limits = budget::Limits { daily: k.daily_usd, monthly: k.monthly_usd };
-        match limiter.budgets.reserve(&k.id, limits, estimate, now_unix()) {
+        let reserved = match &limiter.leases {
+            Some(leases) => leases.reserve(&limiter.budgets, &k.id, limits, estimate, now_unix()).await,
+            None => limiter.budgets.reserve(&k.id, limits, estimate, now_unix()),
+        };
+        match reserved {
             Ok(r) => a.reservation = Some(r),
             Err(e) => {
                 // The request buckets keep their charge (a request was

@@ -111,7 +111,7 @@ async fn forward(
         r.model = info.model.clone();
         r.stream = info.stream;
     }
-    access::admit(w, admitted, req, &up.name, info.model.as_deref(), rec.as_deref_mut())?;
+    access::admit(w, admitted, req, &up.name, info.model.as_deref(), rec.as_deref_mut()).await?;
     let mut body = req.body.clone();
     let mut strip_usage = false;
     if let Some(r) = rec.as_deref_mut() {

@@ -147,6 +147,11 @@ impl Budgets {
     }
 }
 
+/// The day or month number of a moment, as budgets count periods.
+pub fn period_of(unix: u64, monthly: bool) -> u32 {
+    if monthly { month_of(unix) } else { day_of(unix) }
+}
+
 fn day_of(unix: u64) -> u32 {
     (unix / 86_400) as u32
 }

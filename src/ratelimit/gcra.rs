@@ -30,6 +30,19 @@ impl Rate {
         Rate { interval, tolerance: interval.saturating_mul(burst.max(1)) }
     }
 
+    /// The same rule at `fraction` of its rate and burst (at least one
+    /// unit): what a host may spend alone while the shared store is down.
+    pub fn scaled(&self, fraction: f64) -> Rate {
+        let interval = ((self.interval as f64 / fraction).ceil() as u64).max(1);
+        let burst = ((self.tolerance / self.interval) as f64 * fraction).floor().max(1.0) as u64;
+        Rate { interval, tolerance: interval.saturating_mul(burst) }
+    }
+
+    /// Burst capacity in units.
+    pub fn burst(&self) -> u64 {
+        self.tolerance / self.interval
+    }
+
     /// Units left at `now` for a bucket at `tat`.
     fn remaining(&self, tat: u64, now: u64) -> u64 {
         let used = tat.saturating_sub(now);

@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod gcra;
+pub mod leases;
 pub mod table;
 
 use std::{fmt::Write as _, net::IpAddr, sync::Arc, time::Duration};
@@ -42,6 +43,8 @@ pub struct Limiter {
     rules: Vec<Compiled>,
     pub table: Table,
     pub budgets: budget::Budgets,
+    /// `[limit_store] backend = "redis"`: state shared by hosts.
+    pub leases: Option<leases::Leases>,
     trusted: Vec<Cidr>,
     key_rpm_label: Arc<str>,
     key_tpm_label: Arc<str>,
@@ -79,6 +82,8 @@ pub struct Admission {
 struct Bucket<'a> {
     slot: u32,
     hash: u64,
+    /// Its Redis key, with a shared store.
+    name: Option<Arc<[u8]>>,
     rate: Rate,
     unit: Unit,
     limit: u64,
@@ -95,7 +100,7 @@ pub struct Refusal {
 }
 
 impl Limiter {
-    pub fn new(rules: &[RateLimitRule], trusted: Vec<Cidr>) -> Limiter {
+    pub fn new(rules: &[RateLimitRule], trusted: Vec<Cidr>, store: &crate::config::LimitStore) -> Limiter {
         let rules = rules
             .iter()
             .map(|r| Compiled {
@@ -108,6 +113,10 @@ impl Limiter {
             rules,
             table: Table::new(),
             budgets: budget::Budgets::default(),
+            leases: match store {
+                crate::config::LimitStore::Memory => None,
+                crate::config::LimitStore::Redis(cfg) => Some(leases::Leases::new(cfg)),
+            },
             trusted,
             key_rpm_label: Arc::from("key-rpm"),
             key_tpm_label: Arc::from("key-tpm"),
@@ -139,7 +148,7 @@ impl Limiter {
     }
 
     /// Checks every applicable bucket; charges request buckets.
-    pub fn admit(&self, input: &LimitInput<'_>, now: u64) -> Result<Admission, Refusal> {
+    pub async fn admit(&self, input: &LimitInput<'_>, now: u64) -> Result<Admission, Refusal> {
         let mut adm = Admission::default();
         let mut charged: Vec<(u32, u64, Rate)> = Vec::new();
         let mut ip_text = None;
@@ -165,7 +174,16 @@ impl Limiter {
             };
             let slot = i as u32;
             let hash = self.table.bucket(slot, value);
-            buckets.push(Bucket { slot, hash, rate: c.rate, unit: c.rule.unit, limit: c.rule.limit, label: &c.label });
+            let name = self.leases.as_ref().map(|l| l.bucket_name(&c.label, value));
+            buckets.push(Bucket {
+                slot,
+                hash,
+                name,
+                rate: c.rate,
+                unit: c.rule.unit,
+                limit: c.rule.limit,
+                label: &c.label,
+            });
         }
         if let Some(k) = input.key {
             for (slot, per_min, unit, label) in [
@@ -175,13 +193,18 @@ impl Limiter {
                 if let Some(n) = per_min {
                     let rate = Rate::new(n, Duration::from_secs(60), n);
                     let hash = self.table.bucket(slot, k.id.as_bytes());
-                    buckets.push(Bucket { slot, hash, rate, unit, limit: n, label });
+                    let name = self.leases.as_ref().map(|l| l.bucket_name(label, k.id.as_bytes()));
+                    buckets.push(Bucket { slot, hash, name, rate, unit, limit: n, label });
                 }
             }
         }
-        for Bucket { slot, hash: bucket, rate, unit, limit, label } in buckets {
+        for Bucket { slot, hash: bucket, name, rate, unit, limit, label } in buckets {
             let cost = if unit == Unit::Requests { 1 } else { 0 };
-            match self.table.check(slot, bucket, &rate, now, cost) {
+            let decision = match (&self.leases, &name) {
+                (Some(leases), Some(name)) => leases.check(slot, bucket, name, &rate, now, cost).await,
+                _ => self.table.check(slot, bucket, &rate, now, cost),
+            };
+            match decision {
                 Decision::Allow { remaining, reset } => {
                     if cost > 0 {
                         charged.push((slot, bucket, rate));
@@ -196,7 +219,10 @@ impl Limiter {
                 }
                 Decision::Deny { retry_after, reset } => {
                     for (slot, bucket, rate) in charged {
-                        self.table.refund(slot, bucket, &rate, 1);
+                        match &self.leases {
+                            Some(leases) => leases.refund(slot, bucket),
+                            None => self.table.refund(slot, bucket, &rate, 1),
+                        }
                     }
                     return Err(Refusal {
                         rule: label.clone(),
@@ -216,8 +242,21 @@ impl Limiter {
             return;
         }
         for (slot, bucket, rate) in &adm.debits {
-            self.table.debit(*slot, *bucket, rate, now, tokens);
+            match &self.leases {
+                Some(leases) => leases.settle(*slot, *bucket, tokens),
+                None => self.table.debit(*slot, *bucket, rate, now, tokens),
+            }
         }
+    }
+}
+
+/// With a shared store: charges debts and returns unused leases every
+/// half lease TTL. Runs on one worker.
+pub async fn flush_loop(limiter: Arc<Limiter>, every: Duration, stop: Arc<crate::server::shutdown::Shutdown>) {
+    let Some(leases) = &limiter.leases else { return };
+    while !stop.is_triggered() {
+        monoio::time::sleep(every).await;
+        leases.flush(limiter.table.now()).await;
     }
 }
 

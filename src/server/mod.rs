@@ -189,7 +189,9 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             Some(keys)
         }
     };
-    let limiter = Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone()));
+    let limiter =
+        Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone(), &config.limit_store));
+    let limiter_for_admin = limiter.clone();
     let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter));
     let workers = config.server.workers.resolve();
     let tls = match &config.server.tls {
@@ -209,8 +211,16 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         tls,
     };
     let for_workers = config.server.analytics.then(|| analytics.clone());
+    let lease_flush = match &config.limit_store {
+        crate::config::LimitStore::Redis(c) => Some(c.lease_ttl / 2),
+        crate::config::LimitStore::Memory => None,
+    };
+    let flush_stop = shutdown.clone();
     let make: MakeHandler = Arc::new(move |i| {
         let recorder = for_workers.as_ref().map(|a| Rc::new(recorder::Recorder::new(i, a.clone())));
+        if let (0, Some(every)) = (i, lease_flush) {
+            monoio::spawn(crate::ratelimit::flush_loop(shared.limiter.clone(), every, flush_stop.clone()));
+        }
         Handler::Proxy(Rc::new(proxy::Worker::new(shared.clone(), recorder)))
     });
     let (addr, data) = spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers, make)
@@ -241,6 +251,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             analytics: Some(for_admin.clone()),
             cache: Some(cache.clone()),
             token: token.clone(),
+            limiter: Some(limiter_for_admin.clone()),
         }))
     });
     let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
