@@ -13,7 +13,9 @@ measures, alternating contenders and repeating each measurement:
     chunk;
   * memory: RSS idle, under stream load, and after the load ends;
   * cache hits: aigw answering from its cache vs nginx proxying the same
-    request (every request after the first is a hit).
+    request (every request after the first is a hit);
+  * access control: the same aigw with a gateway key checked and a
+    per-key rate limit (never reached) on every request, vs without.
 
 --sections picks a subset (e.g. `--sections cache` for the cache figures
 alone).
@@ -158,6 +160,8 @@ class Setup:
         )
         self.bare = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-bare.toml")], a.gw_cpus, "aigw-bare")
         wait_port(self.bare_port)
+        if "access" in self.args.sections.split(","):
+            self.start_access(admin)
         time.sleep(1.0)
         self.urls = {
             "direct": f"http://127.0.0.1:{self.mock_port}/v1/chat/completions",
@@ -167,8 +171,30 @@ class Setup:
             # Same gateway; chat-cached.lua asks for caching.
             "aigw-cache": f"http://127.0.0.1:{self.aigw_port}/mock/v1/chat/completions",
         }
+        if hasattr(self, "access_port"):
+            self.urls["aigw-access"] = f"http://127.0.0.1:{self.access_port}/mock/v1/chat/completions"
         self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid,
                      "aigw-no-analytics": self.bare.pid, "aigw-cache": self.aigw.pid}
+        if hasattr(self, "access"):
+            self.pids["aigw-access"] = self.access.pid
+
+    def start_access(self, admin):
+        """The same gateway with auth mode "keys" and a per-key limit."""
+        keys = self.dir / "keys.toml"
+        out = subprocess.run([str(AIGW), "keys", "create", "--file", str(keys), "--name", "loadtest"],
+                             capture_output=True, text=True, check=True)
+        self.key = out.stdout.strip()
+        self.access_port, access_admin = free_port(), free_port()
+        (self.dir / "aigw-access.toml").write_text(
+            (self.dir / "aigw.toml").read_text()
+            .replace(f"127.0.0.1:{self.aigw_port}", f"127.0.0.1:{self.access_port}")
+            .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{access_admin}")
+            + f'[auth]\nmode = "keys"\nkeys_file = "{keys}"\n'
+            + '[[rate_limits]]\nname = "per-key"\nkey = "key"\nlimit = 1000000000\nwindow = "60s"\n'
+        )
+        self.access = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-access.toml")],
+                                 self.args.gw_cpus, "aigw-access")
+        wait_port(self.access_port)
 
     def stop(self):
         for p in self.procs:
@@ -187,7 +213,8 @@ def wrk(setup, name, conns, duration, script="chat.lua"):
         "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
         "-s", str(ROOT / "loadtest" / script), setup.urls[name],
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, AIGW_KEY=getattr(setup, "key", ""))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     m = re.search(r"RESULT (.*)", out)
     if not m:
         raise RuntimeError(out)
@@ -227,7 +254,7 @@ def main():
     ap.add_argument("--mock-cpus", default="1", help="cores for the mock when --pin")
     ap.add_argument("--client-cpus", default="1", help="cores for wrk / streamload when --pin")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
-    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache",
+    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access",
                     help="which measurements to run")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -336,6 +363,17 @@ def main():
                 cache[c] = {n: {"rps": median([r["rps"] for r in runs[n]]), "p99": median([r["p99_us"] for r in runs[n]]),
                                 "errors": sum(r["errors"] for r in runs[n]), "cpu": median(cpu_hit[n])} for n in runs}
 
+        # --- access control on vs off ---
+        access = {}
+        if "access" in sections:
+            access = {"aigw": [], "aigw-access": []}
+            for rep in range(max(args.reps, 3)):
+                for n in rotated(list(access), rep):
+                    r = wrk(setup, n, args.cpu_conc, args.duration, "chat-auth.lua" if n == "aigw-access" else "chat.lua")
+                    if r["errors"]:
+                        raise RuntimeError(f"{n}: {r['errors']} errors (is the key accepted?)")
+                    access[n].append(r["rps"])
+
         # --- report ---
         cores = os.cpu_count()
         say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -363,6 +401,13 @@ def main():
                 ng, hit = v["nginx"], v["aigw-cache"]
                 say(f"| {c} | {ng['rps']:.0f} | {hit['rps']:.0f} | **{hit['rps'] / ng['rps']:.2f}** | {ng['p99']:.0f} | "
                     f"{hit['p99']:.0f} | {ng['cpu']:.3f} / {hit['cpu']:.3f} | {ng['errors'] + hit['errors']} |")
+            say()
+        if access:
+            on, off = median(access["aigw-access"]), median(access["aigw"])
+            say(f"Gateway key + per-key rate limit on vs off (c={args.cpu_conc}, median of {max(args.reps, 3)}): "
+                f"{on:.0f} vs {off:.0f} req/s, ratio {on / off:.3f} "
+                f"(runs on: {', '.join(f'{x:.0f}' for x in access['aigw-access'])}; "
+                f"off: {', '.join(f'{x:.0f}' for x in access['aigw'])})")
             say()
         if "sweep" in sections:
             say("## Throughput frontier (req/s)")
