@@ -8,15 +8,14 @@
 //! scales perfectly shows half its one-thread figure.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    hint::black_box,
-    sync::{Arc, Barrier},
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, sync::Arc};
 
 use aigw::cache::{CacheKey, Entry, key::KeyParts, memory::MemoryStore};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod common;
+use common::parallel;
 
 const KEYS: u128 = 10_000;
 
@@ -30,29 +29,6 @@ fn entry() -> Arc<Entry> {
         provider: Arc::from("openai"),
         usage: None,
     })
-}
-
-/// Runs `op(thread, i)` `iters` times on each of `threads` threads at once.
-fn parallel(threads: usize, iters: u64, op: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
-    let op = Arc::new(op);
-    let start = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (op, start) = (op.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                for i in 0..iters {
-                    op(t, i);
-                }
-            })
-        })
-        .collect();
-    start.wait();
-    let began = Instant::now();
-    for h in handles {
-        h.join().unwrap();
-    }
-    began.elapsed() / threads as u32
 }
 
 /// The operations both stores are measured on.

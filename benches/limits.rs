@@ -4,11 +4,7 @@
 //! operations): aggregate ns per check.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    hint::black_box,
-    sync::{Arc, Barrier},
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, sync::Arc, time::Duration};
 
 use aigw::{
     auth::{
@@ -19,27 +15,8 @@ use aigw::{
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn parallel(threads: usize, iters: u64, op: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
-    let op = Arc::new(op);
-    let start = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (op, start) = (op.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                for i in 0..iters {
-                    op(t, i);
-                }
-            })
-        })
-        .collect();
-    start.wait();
-    let began = Instant::now();
-    for h in handles {
-        h.join().unwrap();
-    }
-    began.elapsed() / threads as u32
-}
+mod common;
+use common::parallel;
 
 fn limit_check(c: &mut Criterion) {
     let mut g = c.benchmark_group("limit_check");
