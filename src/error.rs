@@ -24,6 +24,30 @@ pub enum GatewayError {
     NoSuchRoute {
         name: String,
     },
+    /// A unified endpoint called with the wrong method.
+    MethodNotAllowed {
+        allowed: &'static str,
+    },
+    /// A route used as a path prefix whose targets speak different APIs.
+    BadRouteUse {
+        name: String,
+        why: &'static str,
+    },
+    /// The unified endpoint: `model` names no route and no `provider/model`.
+    ModelNotFound {
+        model: String,
+    },
+    /// A request body field the gateway cannot honour (unified endpoint).
+    InvalidBody {
+        param: &'static str,
+        why: String,
+    },
+    /// A field the target provider's API has no equivalent for: refused
+    /// rather than silently dropped.
+    UnsupportedField {
+        field: String,
+        provider_kind: &'static str,
+    },
     /// A gateway control header (`x-aigw-*`) the gateway cannot honour.
     InvalidHeader {
         name: &'static str,
@@ -84,7 +108,13 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::InvalidHeader { .. } => 400,
+            GatewayError::BadRequest(_)
+            | GatewayError::InvalidHeader { .. }
+            | GatewayError::BadRouteUse { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedField { .. } => 400,
+            GatewayError::ModelNotFound { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::Unauthorized(_) => 401,
             GatewayError::Forbidden(_) => 403,
             GatewayError::NoSuchRoute { .. } => 404,
@@ -120,6 +150,11 @@ impl GatewayError {
             GatewayError::ExpectationFailed => "expectation_failed",
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::NoSuchRoute { .. } => "unknown_route",
+            GatewayError::BadRouteUse { .. } => "route_not_a_prefix",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::ModelNotFound { .. } => "model_not_found",
+            GatewayError::InvalidBody { .. } => "invalid_request_body",
+            GatewayError::UnsupportedField { .. } => "unsupported_parameter",
             GatewayError::Unauthorized(crate::auth::AuthError::Missing) => "missing_api_key",
             GatewayError::Unauthorized(crate::auth::AuthError::Expired) => "expired_api_key",
             GatewayError::Unauthorized(_) => "invalid_api_key",
@@ -148,6 +183,15 @@ impl GatewayError {
             GatewayError::RequestTimeout => "the client did not send a complete request in time".into(),
             GatewayError::NoSuchRoute { name } => {
                 format!("no provider or route named `{name}`: use /{{provider}}/{{path}}")
+            }
+            GatewayError::MethodNotAllowed { allowed } => format!("this endpoint takes {allowed} only"),
+            GatewayError::BadRouteUse { name, why } => format!("route `{name}` cannot be used as a path prefix: {why}"),
+            GatewayError::ModelNotFound { model } => {
+                format!("model `{model}` is neither a route nor \"provider/model\" with a configured provider")
+            }
+            GatewayError::InvalidBody { param, why } => format!("invalid `{param}`: {why}"),
+            GatewayError::UnsupportedField { field, provider_kind } => {
+                format!("`{field}` is not supported when the target is a {provider_kind} provider")
             }
             GatewayError::Unauthorized(e) | GatewayError::Forbidden(e) => {
                 use crate::auth::AuthError;
@@ -198,6 +242,11 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::ShuttingDown => true,
             GatewayError::NoSuchRoute { .. }
+            | GatewayError::BadRouteUse { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::ModelNotFound { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedField { .. }
             | GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
             | GatewayError::RateLimited { .. }
@@ -214,7 +263,23 @@ impl GatewayError {
 
     /// The JSON body: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> String {
-        json_error(&self.message(), self.error_type(), self.code())
+        let param = match self {
+            GatewayError::InvalidBody { param, .. } => Some(*param),
+            GatewayError::UnsupportedField { field, .. } => Some(field.as_str()),
+            GatewayError::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        };
+        match param {
+            Some(p) => {
+                let (m, p) = (serde_json::Value::from(self.message()), serde_json::Value::from(p));
+                format!(
+                    r#"{{"error":{{"message":{m},"type":"{}","param":{p},"code":"{}"}}}}"#,
+                    self.error_type(),
+                    self.code()
+                )
+            }
+            None => json_error(&self.message(), self.error_type(), self.code()),
+        }
     }
 
     /// Headers the error response carries besides the usual ones.

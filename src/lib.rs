@@ -44,6 +44,7 @@ pub mod mock;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis;
+pub mod routing;
 pub mod server;
 pub mod tap;
 pub mod upstream;

@@ -112,11 +112,14 @@ fn unknown_provider_is_404_and_keeps_the_connection() {
     let m = mock();
     let gw = Gateway::start("", &provider("mock", "mock", m.addr));
     let mut c = Client::connect(gw.addr);
-    for path in ["/", "/nope/v1/chat/completions", "/v1/chat/completions", "/mockx/y"] {
+    for path in ["/", "/nope/v1/chat/completions", "/mockx/y"] {
         c.send(&get(path));
         let r = c.read_response();
         assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_route"), "{path}");
     }
+    c.send(&get("/v1/chat/completions"));
+    let r = c.read_response();
+    assert_eq!((r.status, r.error_code().as_str()), (405, "method_not_allowed"));
     c.send(&get("/mock/v1/models"));
     assert_eq!(c.read_response().status, 200);
 }

@@ -53,6 +53,9 @@ pub struct Record {
     pub client_key_id: Option<Arc<str>>,
     /// The rate limit or budget that refused the request.
     pub limited_by: Option<Arc<str>>,
+    /// Providers of attempts that failed before the one relayed (retries
+    /// and fallbacks).
+    pub failed_attempts: Vec<Arc<str>>,
     pub attempts: u32,
     pub usage: Option<Usage>,
     pub estimated: bool,
@@ -94,6 +97,7 @@ impl Record {
             saved_cost_usd: None,
             client_key_id: None,
             limited_by: None,
+            failed_attempts: Vec::new(),
             attempts: 0,
             usage: None,
             estimated: false,

@@ -96,11 +96,15 @@ impl Recorder {
             if let Some(rule) = &rec.limited_by {
                 *local.ratelimited.entry(rule.clone()).or_default() += 1;
             }
+            for p in &rec.failed_attempts {
+                *local.attempts.entry((p.clone(), "failed")).or_default() += 1;
+            }
             if rec.provider.is_some() && rec.attempts > 0 {
                 let outcome = if rec.error.is_some_and(|e| e.starts_with("upstream")) { "error" } else { "ok" };
                 *local.attempts.entry((provider.clone(), outcome)).or_default() += 1;
-                if rec.attempts > 1 {
-                    *local.attempts.entry((provider, "retry")).or_default() += u64::from(rec.attempts - 1);
+                let retried = rec.attempts.saturating_sub(1 + rec.failed_attempts.len() as u32);
+                if retried > 0 {
+                    *local.attempts.entry((provider, "retry")).or_default() += u64::from(retried);
                 }
             }
         }

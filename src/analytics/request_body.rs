@@ -13,6 +13,15 @@ pub struct RequestInfo {
     pub stream: bool,
     /// The body has a top-level `stream_options` key.
     pub stream_options: bool,
+    /// ... with `include_usage: true`.
+    pub include_usage: bool,
+}
+
+impl RequestInfo {
+    /// Whether the client asked for the usage chunk of a stream.
+    pub fn stream_options_usage(&self) -> bool {
+        self.include_usage
+    }
 }
 
 pub fn scan(body: &[u8]) -> RequestInfo {
@@ -74,7 +83,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 
 /// Calls `f(key, raw value)` for each top-level member until it returns
 /// false or the object ends. None: not a (complete) JSON object.
-fn for_each_member(b: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Option<()> {
+fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8], &'b [u8]) -> bool) -> Option<()> {
     let mut i = ws(b, 0);
     if *b.get(i)? != b'{' {
         return None;
@@ -118,12 +127,45 @@ fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
                 info.stream = value == b"true";
                 have_stream = true;
             }
-            b"stream_options" => info.stream_options = true,
+            b"stream_options" => {
+                info.stream_options = true;
+                info.include_usage = serde_json::from_slice::<serde_json::Value>(value)
+                    .is_ok_and(|v| v["include_usage"].as_bool() == Some(true));
+            }
             _ => {}
         }
         // stream_options is looked for to the end only in streaming requests.
         !(have_model && have_stream && !info.stream)
     })
+}
+
+/// Where the top-level `model` string value sits (quotes included).
+pub fn model_span(body: &[u8]) -> Option<std::ops::Range<usize>> {
+    let base = body.as_ptr() as usize;
+    let mut span = None;
+    for_each_member(body, |key, value| {
+        if key == b"model" && value.first() == Some(&b'"') {
+            let start = value.as_ptr() as usize - base;
+            span = Some(start..start + value.len());
+            return false;
+        }
+        true
+    });
+    span
+}
+
+/// The start of the prompt, for prefix-affinity routing: the raw
+/// `messages` (chat), `prompt` or `input` value, at most `max` bytes.
+pub fn prompt_prefix(body: &[u8], max: usize) -> &[u8] {
+    let mut found: &[u8] = b"";
+    for_each_member(body, |key, value| {
+        if matches!(key, b"messages" | b"prompt" | b"input" | b"contents") {
+            found = value;
+            return false;
+        }
+        true
+    });
+    &found[..found.len().min(max)]
 }
 
 /// The output cap a request sets: `max_tokens` (chat completions,
@@ -161,6 +203,7 @@ pub fn gemini_path(path: &[u8]) -> Option<RequestInfo> {
         model: std::str::from_utf8(&rest[..colon]).ok().map(str::to_string),
         stream: &rest[colon + 1..] == b"streamGenerateContent",
         stream_options: false,
+        include_usage: false,
     })
 }
 
@@ -171,13 +214,16 @@ mod tests {
     #[test]
     fn finds_top_level_model_and_stream() {
         let body = br#"{"messages":[{"role":"user","content":"the \"model\": \"x\" and {\"stream\":true}"}],"tools":[{"function":{"parameters":{"properties":{"model":{"type":"string"}}}}}],"model":"gpt-4o-mini","stream": true}"#;
-        assert_eq!(scan(body), RequestInfo { model: Some("gpt-4o-mini".into()), stream: true, stream_options: false });
+        assert_eq!(
+            scan(body),
+            RequestInfo { model: Some("gpt-4o-mini".into()), stream: true, ..RequestInfo::default() }
+        );
         let with = scan(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
-        assert!(with.stream && with.stream_options);
+        assert!(with.stream && with.stream_options && with.include_usage);
         assert_eq!(scan(br#" { "model" : "a\u00e9\"b" } "#).model.as_deref(), Some("a\u{e9}\"b"));
         assert_eq!(
             scan(br#"{"stream":false,"model":"m"}"#),
-            RequestInfo { model: Some("m".into()), stream: false, stream_options: false }
+            RequestInfo { model: Some("m".into()), stream: false, ..RequestInfo::default() }
         );
     }
 
@@ -188,6 +234,15 @@ mod tests {
             assert_eq!(scan(bad).model, None, "{bad:?}");
         }
         assert_eq!(scan(br#"{"model":"m","x":"#).model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn model_span_and_prompt_prefix() {
+        let body = br#"{"messages":[{"role":"user","content":"hi"}],"model":"r1"}"#;
+        let span = model_span(body).unwrap();
+        assert_eq!(&body[span], br#""r1""#);
+        assert_eq!(prompt_prefix(body, 10), br#"[{"role":""#);
+        assert_eq!(model_span(br#"{"model":5}"#), None);
     }
 
     #[test]
@@ -204,7 +259,7 @@ mod tests {
         let i = gemini_path(b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
         assert_eq!(
             i,
-            Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true, stream_options: false })
+            Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true, ..RequestInfo::default() })
         );
         let i = gemini_path(b"/v1beta/models/gemini-2.5-pro:generateContent");
         assert_eq!(i.map(|i| i.stream), Some(false));

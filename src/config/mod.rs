@@ -6,6 +6,7 @@ mod access;
 mod cache;
 pub mod duration;
 mod raw;
+pub mod routes;
 pub mod url;
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
@@ -13,8 +14,10 @@ use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration
 pub use access::{AuthConfig, AuthMode, Cidr, LeaseConfig, LimitKey, LimitStore, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
 use raw::{
-    RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawProvider, RawRateLimit, RawServer, RawWorkers,
+    RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawProvider, RawRateLimit, RawRoute, RawServer,
+    RawWorkers,
 };
+pub use routes::{Route, Strategy, Target};
 pub use url::{Scheme, UpstreamUrl};
 
 /// The config `aigw` runs with when given none.
@@ -32,6 +35,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: Vec<RateLimitRule>,
     pub limit_store: LimitStore,
+    pub routes: Vec<Route>,
 }
 
 /// `[log]`: the request log file.
@@ -152,6 +156,12 @@ pub struct Provider {
     pub tls_ca_file: Option<PathBuf>,
     /// Cache TTL for this provider's responses; None: `[cache] default_ttl`.
     pub cache_ttl: Option<Duration>,
+    /// Attempts on this provider alone (pass-through), 1 = no retries.
+    pub max_attempts: u32,
+    /// Consecutive failures that eject the provider from routes.
+    pub failure_threshold: u32,
+    /// How long an ejected provider is skipped before a probe.
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +217,7 @@ impl Errors {
 }
 
 /// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &["routes"];
+const FUTURE_SECTIONS: &[&str] = &[];
 
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
@@ -235,6 +245,7 @@ impl Config {
         let mut raw_auth = None;
         let mut raw_rules = Vec::new();
         let mut raw_store = None;
+        let mut raw_routes = Vec::new();
         let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
@@ -244,6 +255,16 @@ impl Config {
                 "cache" => raw_cache = section::<RawCache>(&mut errors, "cache", value),
                 "auth" => raw_auth = section::<RawAuth>(&mut errors, "auth", value),
                 "limit_store" => raw_store = section::<RawLimitStore>(&mut errors, "limit_store", value),
+                "routes" => match value {
+                    toml::Value::Table(t) => {
+                        for (name, v) in t {
+                            if let Some(r) = section::<RawRoute>(&mut errors, &format!("routes.{name}"), v) {
+                                raw_routes.push((name, r));
+                            }
+                        }
+                    }
+                    _ => errors.push("routes", "must be a table of [routes.NAME] sections"),
+                },
                 "rate_limits" => match value {
                     toml::Value::Array(items) => {
                         for (i, v) in items.into_iter().enumerate() {
@@ -311,9 +332,13 @@ impl Config {
         let analytics = server.as_ref().is_none_or(|s| s.analytics);
         let rate_limits = access::validate_rules(&mut errors, raw_rules, &providers, &auth, analytics);
         let limit_store = access::validate_store(&mut errors, raw_store.unwrap_or_default());
+        let routes: Vec<Route> = raw_routes
+            .into_iter()
+            .filter_map(|(name, raw)| routes::validate(&mut errors, name, raw, &providers))
+            .collect();
         match (server, errors.0.is_empty()) {
             (Some(server), true) => {
-                Ok(Config { server, providers, log, pricing, cache, auth, rate_limits, limit_store })
+                Ok(Config { server, providers, log, pricing, cache, auth, rate_limits, limit_store, routes })
             }
             _ => Err(ConfigErrors(errors.0)),
         }
@@ -499,6 +524,12 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
             errors.push(at(key), "must be greater than 0");
         }
     }
+    if raw.max_attempts.is_some_and(|n| !(1..=10).contains(&n)) {
+        errors.push(at("max_attempts"), "must be 1 to 10");
+    }
+    if raw.failure_threshold == Some(0) {
+        errors.push(at("failure_threshold"), "must be at least 1");
+    }
     let pool = PoolConfig {
         max_idle: raw.pool_max_idle.unwrap_or(256),
         idle_timeout: raw.pool_idle_timeout.unwrap_or(Duration::from_secs(60)),
@@ -522,6 +553,9 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         pool,
         tls_ca_file: raw.tls_ca_file,
         cache_ttl: raw.cache_ttl,
+        max_attempts: raw.max_attempts.unwrap_or(1),
+        failure_threshold: raw.failure_threshold.unwrap_or(5),
+        cooldown: raw.cooldown.unwrap_or(Duration::from_secs(30)),
         name,
     };
     (errors.0.len() == before).then_some(provider)

@@ -91,6 +91,10 @@ pub struct RawProvider {
     pub tls_ca_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub cache_ttl: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub failure_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub cooldown: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,4 +184,31 @@ pub struct RawLimitStore {
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub lease_ttl: Option<Duration>,
     pub outage_fraction: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub strategy: Option<RawStrategy>,
+    pub targets: Vec<RawTarget>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub cache_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawStrategy {
+    Fallback,
+    Weighted,
+    LeastOutstanding,
+    PrefixAffinity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub provider: String,
+    pub model: Option<String>,
+    pub weight: Option<u32>,
 }

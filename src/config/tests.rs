@@ -91,7 +91,20 @@ fn each_rejection_names_its_key() {
     assert_rejects("[providers.x]\nkind = \"openai\"\ntls_ca_file = \"/nonexistent\"\n", "providers.x.tls_ca_file");
     assert_rejects("[providers.v1]\nkind = \"mock\"\n", "providers.v1");
     assert_rejects("[providers.\"a/b\"]\nkind = \"mock\"\n", "providers.a/b");
-    assert_rejects("[routes.chat]\nstrategy = \"fallback\"\n", "routes");
+    assert_rejects(&format!("[routes.chat]\ntargets = []\n{MOCK}"), "routes.chat.targets");
+    assert_rejects(
+        &format!("[routes.chat]\ntargets = [{{ provider = \"x\" }}]\n{MOCK}"),
+        "routes.chat.targets[0].provider",
+    );
+    assert_rejects(&format!("[routes.m]\ntargets = [{{ provider = \"m\" }}]\n{MOCK}"), "routes.m");
+    assert_rejects(
+        &format!("[routes.r]\nstrategy = \"random\"\ntargets = [{{ provider = \"m\" }}]\n{MOCK}"),
+        "routes.r.strategy",
+    );
+    assert_rejects(
+        &format!("[routes.r]\nmax_attempts = 0\ntargets = [{{ provider = \"m\" }}]\n{MOCK}"),
+        "routes.r.max_attempts",
+    );
     assert_rejects(&format!("[auth]\nmode = \"keys\"\n{MOCK}"), "auth.keys_file");
     assert_rejects(&format!("[auth]\nmode = \"open\"\n{MOCK}"), "auth.mode");
     assert_rejects(&format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\n{MOCK}"), "server.admin_listen");
@@ -152,4 +165,18 @@ fn cache_section() {
     let d = Config::from_toml(MOCK).unwrap();
     assert_eq!(d.cache.default_ttl, Duration::ZERO);
     assert_eq!(d.cache.backend, CacheBackend::Memory);
+}
+
+#[test]
+fn routes_section() {
+    let c = Config::from_toml(&format!(
+        "{MOCK}[providers.a]\nkind = \"anthropic\"\n[routes.chat]\nstrategy = \"prefix-affinity\"\ntargets = [{{ provider = \"m\", model = \"x\" }}, {{ provider = \"m\", weight = 3 }}]\n[routes.mixed]\ntargets = [{{ provider = \"m\" }}, {{ provider = \"a\" }}]\n"
+    ))
+    .unwrap();
+    let chat = c.routes.iter().find(|r| r.name == "chat").unwrap();
+    assert_eq!(chat.strategy, Strategy::PrefixAffinity);
+    assert_eq!(chat.max_attempts, 3);
+    assert_eq!(chat.targets[1].weight, 3);
+    assert_eq!(chat.kind, Some(ProviderKind::OpenAi));
+    assert_eq!(c.routes.iter().find(|r| r.name == "mixed").unwrap().kind, None);
 }

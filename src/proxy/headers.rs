@@ -210,3 +210,35 @@ pub fn copy_stored(out: &mut BytesMut, lines: &[u8], drop_ratelimit: bool) {
         }
     }
 }
+
+/// A response head the gateway writes itself (translated answers).
+pub fn fresh_head(
+    status: u16,
+    content_type: &[u8],
+    framing: ClientFraming,
+    client_version: Version,
+    keep_alive: bool,
+    id: RequestId,
+    extras: Extras<'_>,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256 + extras.lines.len());
+    write::status_line(&mut out, Version::Http11, status, b"");
+    write::header(&mut out, b"Content-Type", content_type);
+    match framing {
+        ClientFraming::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
+        ClientFraming::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
+        ClientFraming::Empty | ClientFraming::UntilClose => {}
+    }
+    if let Some(c) = extras.cache {
+        write::header(&mut out, b"x-aigw-cache-status", c.header());
+    }
+    out.extend_from_slice(extras.lines);
+    write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
+    if !keep_alive {
+        write::header(&mut out, b"Connection", b"close");
+    } else if client_version == Version::Http10 {
+        write::header(&mut out, b"Connection", b"keep-alive");
+    }
+    write::end_head(&mut out);
+    out
+}

@@ -2,9 +2,16 @@
 //! route → rewrite the head → exchange with the upstream → relay the body.
 
 mod access;
+mod attempts;
 mod cached;
 mod headers;
+mod models;
 mod relay;
+mod resolve;
+pub mod translate;
+
+use resolve::Api;
+use translate::Translation;
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
@@ -33,6 +40,7 @@ pub struct Shared {
     /// Gateway keys (auth mode "keys").
     pub keys: Option<Arc<Keys>>,
     pub limiter: Arc<Limiter>,
+    pub router: Arc<crate::routing::Router>,
 }
 
 impl Shared {
@@ -43,9 +51,14 @@ impl Shared {
         cache: Arc<Cache>,
         keys: Option<Arc<Keys>>,
         limiter: Arc<Limiter>,
+        router: Arc<crate::routing::Router>,
     ) -> Self {
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name, prices, capture, cache, keys, limiter }
+        Self { upstreams, by_name, prices, capture, cache, keys, limiter, router }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.by_name.get(name).and_then(|&i| self.upstreams.get(i)).map(|u| &**u)
     }
 }
 
@@ -101,50 +114,69 @@ async fn forward(
     mut rec: Option<&mut Record>,
     admitted: &mut access::Admitted,
 ) -> Result<Outcome, GatewayError> {
-    let (up, rest) = route(w, req.head.target())?;
-    let info = match up.kind {
-        ProviderKind::Gemini => request_body::gemini_path(rest).unwrap_or_default(),
-        _ => request_body::scan(&req.body),
+    let resolved = resolve::resolve(w, req)?;
+    if resolved.api == Api::Models {
+        let body = models::list(w);
+        let resp = crate::error::json_response_with(
+            200,
+            &body,
+            req.head.version(),
+            Some(req.id.as_bytes()),
+            !keep_alive,
+            &admitted.headers,
+        );
+        return Ok(if io.send(resp).await && keep_alive { Outcome::Reusable } else { Outcome::Close });
+    }
+    let first =
+        resolved.candidates.first().ok_or_else(|| GatewayError::NoSuchRoute { name: resolved.label.clone() })?;
+    let single_gemini =
+        resolved.route.is_none() && resolved.api == Api::Passthrough && first.up.kind == ProviderKind::Gemini;
+    let info = if single_gemini {
+        request_body::gemini_path(resolved.rest).unwrap_or_default()
+    } else {
+        request_body::scan(&req.body)
     };
     if let Some(r) = rec.as_deref_mut() {
-        r.provider = Some(up.label.clone());
-        r.model = info.model.clone();
+        r.provider = Some(first.up.label.clone());
+        r.model = first.model.clone().or_else(|| info.model.clone());
         r.stream = info.stream;
-    }
-    access::admit(w, admitted, req, &up.name, info.model.as_deref(), rec.as_deref_mut()).await?;
-    let mut body = req.body.clone();
-    let mut strip_usage = false;
-    if let Some(r) = rec.as_deref_mut() {
-        if info.stream
-            && !info.stream_options
-            && up.inject_include_usage
-            && is_chat_completions(req, rest)
-            && let Some(b) = with_include_usage(&req.body)
-        {
-            body = b;
-            strip_usage = true;
-        }
         if let Some(max) = w.shared.capture {
             r.request_body = Some(String::from_utf8_lossy(&req.body[..req.body.len().min(max)]).into_owned());
         }
     }
+    access::admit(w, admitted, req, &resolved.label, info.model.as_deref(), rec.as_deref_mut()).await?;
     let metadata = metadata(req)?;
     if let Some(r) = rec.as_deref_mut() {
         r.metadata = metadata;
     }
-    if let Some(reason) = &up.unavailable {
-        return Err(GatewayError::ProviderUnavailable { provider: up.name.clone(), reason: reason.clone() });
-    }
-    let deadline = req.started + up.timeouts.total;
+    let overrides = overrides(req)?;
+    let deadline = req.started + overrides.timeout.unwrap_or(first.up.timeouts.total);
+    let max_attempts = overrides
+        .max_attempts
+        .unwrap_or_else(|| resolved.route.as_ref().map_or(first.up.max_attempts, |r| r.max_attempts));
+    let path: &[u8] = match resolved.api {
+        Api::Chat => b"/v1/chat/completions",
+        Api::Embeddings => b"/v1/embeddings",
+        _ => resolved.rest,
+    };
+    let analytics = rec.is_some();
+    let injects = |c: &resolve::Candidate<'_>| {
+        analytics
+            && info.stream
+            && !info.stream_options
+            && c.up.inject_include_usage
+            && translate::kind_of(resolved.api, c.up.kind) == Translation::None
+            && is_chat_completions(req, path)
+    };
 
     let cache = &w.shared.cache;
     let plan = cache.plan(&PlanInput {
         head: &req.head,
-        provider: &up.name,
-        provider_ttl: up.cache_ttl,
-        path: rest,
-        body: &body,
-        stripped: strip_usage,
+        provider: &resolved.label,
+        provider_ttl: resolved.route.as_ref().and_then(|r| r.cache_ttl).or(first.up.cache_ttl),
+        path,
+        body: &req.body,
+        stripped: injects(first),
         key_id: admitted.key.as_ref().map(|k| &*k.id),
     })?;
     let mut fill = None;
@@ -155,7 +187,7 @@ async fn forward(
             if let Some(r) = rec.as_deref_mut() {
                 r.cache_key = Some(key.hex());
             }
-            let status = match cache.get(&up.name, key).await {
+            let status = match cache.get(&resolved.label, key).await {
                 Lookup::Hit(entry) => {
                     if let Some(r) = rec.as_deref_mut() {
                         r.cache = CacheStatus::Hit.label();
@@ -176,7 +208,7 @@ async fn forward(
                     }
                     let followed = cached::follow(
                         w,
-                        &up.name,
+                        &resolved.label,
                         f,
                         io,
                         req,
@@ -201,25 +233,69 @@ async fn forward(
         r.cache = s.label();
     }
 
-    let outgoing = headers::upstream_request(req, up, rest, &body, rec.is_some(), admitted.key_header);
-    let upstream_started = std::time::Instant::now();
-    let start = match exchange::start(&w.pool, up, outgoing, deadline).await {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(r) = rec {
-                r.attempts = 1;
-            }
-            return Err(e);
+    let order = match &resolved.route {
+        Some(route) => {
+            let prefix = request_body::prompt_prefix(&req.body, 2048);
+            w.shared.router.order(route, prefix, crate::cache::entry::now_unix_ms())
         }
+        None => vec![0],
     };
+    let key_header = admitted.key_header;
+    let build = |c: &resolve::Candidate<'_>| -> Result<(exchange::Outgoing, bool), GatewayError> {
+        let kind = translate::kind_of(resolved.api, c.up.kind);
+        let (body, rest, strip): (bytes::Bytes, std::borrow::Cow<'_, [u8]>, bool) = match kind {
+            Translation::None => {
+                let mut body = match &c.model {
+                    Some(m) => with_model(&req.body, m),
+                    None => req.body.clone(),
+                };
+                let strip = injects(c);
+                if strip && let Some(b) = with_include_usage(&body) {
+                    body = b;
+                }
+                (body, std::borrow::Cow::Borrowed(path), strip)
+            }
+            other => {
+                let (body, rest) = translate::request(other, &req.body, c.model.as_deref(), info.stream)?;
+                (body, std::borrow::Cow::Owned(rest), false)
+            }
+        };
+        Ok((headers::upstream_request(req, c.up, &rest, &body, analytics, key_header), strip))
+    };
+    let upstream_started = std::time::Instant::now();
+    let attempted =
+        attempts::run(w, &resolved.candidates, &order, max_attempts, deadline, build, rec.as_deref_mut()).await?;
+    let chosen = &resolved.candidates[attempted.index];
+    let up = chosen.up;
+    if let Some(r) = rec.as_deref_mut() {
+        r.provider = Some(up.label.clone());
+        if let Some(m) = &chosen.model {
+            r.model = Some(m.clone());
+        }
+    }
+    let mut extra = admitted.headers.clone();
+    if resolved.route.is_some() || resolved.api != Api::Passthrough {
+        extra.extend_from_slice(
+            format!("x-aigw-provider: {}\r\nx-aigw-attempts: {}\r\n", up.name, attempted.attempts).as_bytes(),
+        );
+    }
+    let translation = translate::kind_of(resolved.api, up.kind);
     w.active_upstream.set(w.active_upstream.get() + 1);
     let cache_out = relay::CacheOut { status: cache_status, fill };
-    let extra = &admitted.headers;
-    let outcome =
-        relay::relay(w, up, start, io, req, keep_alive, deadline, rec.as_deref_mut(), strip_usage, cache_out, extra)
-            .await;
+    let client_model = info.model.clone().unwrap_or_default();
+    let opts = relay::RelayOpts {
+        strip_usage: attempted.strip_usage,
+        cache: cache_out,
+        extra: &extra,
+        translation,
+        include_usage: info.stream_options_usage(),
+        model: chosen.model.as_deref().unwrap_or(&client_model),
+        json_mode: translation == Translation::Anthropic && translate::json_mode(&req.body),
+    };
+    let outcome = relay::relay(w, up, attempted.start, io, req, keep_alive, deadline, rec.as_deref_mut(), opts).await;
     if let Some(r) = rec {
         r.upstream = Some(upstream_started.elapsed());
+        r.attempts = attempted.attempts;
     }
     w.active_upstream.set(w.active_upstream.get().saturating_sub(1));
     if let Some(r) = &w.recorder {
@@ -227,6 +303,45 @@ async fn forward(
         r.open_upstream.set(w.active_upstream.get() + w.pool.borrow().total_idle() as u64);
     }
     Ok(outcome)
+}
+
+/// `x-aigw-max-attempts` and `x-aigw-request-timeout`.
+struct Overrides {
+    max_attempts: Option<u32>,
+    timeout: Option<std::time::Duration>,
+}
+
+fn overrides(req: &Request) -> Result<Overrides, GatewayError> {
+    let num = |name: &'static str, max: u64| -> Result<Option<u64>, GatewayError> {
+        match req.head.header(name) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|n| (1..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| GatewayError::InvalidHeader {
+                    name,
+                    why: format!("expected a whole number, 1 to {max}"),
+                }),
+        }
+    };
+    Ok(Overrides {
+        max_attempts: num("x-aigw-max-attempts", 10)?.map(|n| n as u32),
+        timeout: num("x-aigw-request-timeout", 3_600_000)?.map(std::time::Duration::from_millis),
+    })
+}
+
+/// The body with its top-level `model` replaced (routes and
+/// `provider/model` send the target's model).
+fn with_model(body: &bytes::Bytes, model: &str) -> bytes::Bytes {
+    let Some(span) = request_body::model_span(body) else { return body.clone() };
+    let quoted = serde_json::Value::from(model).to_string();
+    let mut out = Vec::with_capacity(body.len() + quoted.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out.into()
 }
 
 fn is_chat_completions(req: &Request, rest: &[u8]) -> bool {
@@ -271,17 +386,4 @@ fn metadata(req: &Request) -> Result<Option<String>, GatewayError> {
         return Err(bad("keys up to 64 bytes; values strings (up to 256 bytes), numbers, booleans or null"));
     }
     Ok(Some(serde_json::Value::Object(map).to_string()))
-}
-
-/// `/{provider}/{rest}` → the provider and `/{rest}` (query included).
-fn route<'a>(w: &'a Worker, target: &'a [u8]) -> Result<(&'a Upstream, &'a [u8]), GatewayError> {
-    let after_slash = &target[1..];
-    let end = after_slash.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after_slash.len());
-    let name = &after_slash[..end];
-    let rest = &after_slash[end..];
-    let found = std::str::from_utf8(name).ok().and_then(|n| w.shared.by_name.get(n));
-    match found.and_then(|&i| w.shared.upstreams.get(i)) {
-        Some(up) => Ok((up, rest)),
-        None => Err(GatewayError::NoSuchRoute { name: String::from_utf8_lossy(name).into_owned() }),
-    }
 }

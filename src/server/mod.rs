@@ -192,7 +192,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let limiter =
         Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone(), &config.limit_store));
     let limiter_for_admin = limiter.clone();
-    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter));
+    let router = Arc::new(crate::routing::Router::new(&config.routes, &config.providers));
+    let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter, router));
     let workers = config.server.workers.resolve();
     let tls = match &config.server.tls {
         Some(files) => {

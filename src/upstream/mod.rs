@@ -49,6 +49,8 @@ pub struct Upstream {
     pub tls: Option<tls::TlsTarget>,
     /// `cache_ttl`: this provider's default cache TTL, if set.
     pub cache_ttl: Option<std::time::Duration>,
+    /// Attempts on this provider alone (pass-through).
+    pub max_attempts: u32,
     addrs: RwLock<Arc<[SocketAddr]>>,
 }
 
@@ -117,6 +119,7 @@ impl Upstream {
             unavailable,
             tls,
             cache_ttl: p.cache_ttl,
+            max_attempts: p.max_attempts,
             addrs: RwLock::new(addrs),
             url,
         })

@@ -18,7 +18,8 @@ use monoio::{
 
 use super::{
     CacheFill, Worker,
-    headers::{ClientFraming, Extras, client_response_head, stored_headers},
+    headers::{ClientFraming, Extras, client_response_head, fresh_head, stored_headers},
+    translate::{StreamTranslator, Translation},
 };
 use crate::{
     analytics::Record,
@@ -38,6 +39,8 @@ use crate::{
     upstream::{Upstream, exchange::ResponseStart, io::Connection},
     util::{Either, race},
 };
+
+mod translated;
 
 /// Small bodies are copied behind the head so both go in one write.
 const COALESCE: usize = 64 * 1024;
@@ -76,6 +79,23 @@ pub struct CacheOut {
     pub fill: Option<CacheFill>,
 }
 
+/// How a response is relayed besides its body.
+pub struct RelayOpts<'a> {
+    /// Remove the include_usage chunk the gateway asked for.
+    pub strip_usage: bool,
+    pub cache: CacheOut,
+    /// Header lines to add (`x-ratelimit-*`, `x-aigw-provider`, …).
+    pub extra: &'a [u8],
+    /// Unified endpoint: the provider's answer becomes OpenAI's.
+    pub translation: Translation,
+    /// The client asked for the usage chunk (translated streams).
+    pub include_usage: bool,
+    /// The model the client is told about (translated answers).
+    pub model: &'a str,
+    /// `response_format` JSON answered through a forced tool (Anthropic).
+    pub json_mode: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     w: &Worker,
@@ -86,10 +106,19 @@ pub async fn relay(
     keep_alive: bool,
     deadline: Instant,
     rec: Option<&mut Record>,
-    strip_usage: bool,
-    cache: CacheOut,
-    extra: &[u8],
+    opts: RelayOpts<'_>,
 ) -> Outcome {
+    let RelayOpts { strip_usage, cache, extra, translation, include_usage, model, json_mode } = opts;
+    let is_sse = response_header(&start.raw_head, &start.head, b"content-type")
+        .is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
+    let translated_stream = translation != Translation::None
+        && is_sse
+        && (200..300).contains(&start.head.status)
+        && matches!(start.head.framing, ResponseFraming::Chunked | ResponseFraming::UntilClose);
+    if translation != Translation::None && !translated_stream {
+        let opts = RelayOpts { strip_usage, cache, extra, translation, include_usage, model, json_mode };
+        return translated::relay_whole(w, up, start, io, req, keep_alive, deadline, rec, opts).await;
+    }
     let ResponseStart { mut conn, head, raw_head, attempts } = start;
     let client_version = req.head.version();
     let framing = match (head.framing, client_version) {
@@ -100,10 +129,20 @@ pub async fn relay(
     };
     let keep_alive = keep_alive && framing != ClientFraming::UntilClose;
     let extras = Extras { cache: cache.status, lines: extra };
-    let out = client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, extras);
+    let out = if translated_stream {
+        fresh_head(head.status, b"text/event-stream", framing, client_version, keep_alive, req.id, extras)
+    } else {
+        client_response_head(&raw_head, &head, framing, client_version, keep_alive, req.id, extras)
+    };
     let content_type = response_header(&raw_head, &head, b"content-type");
-    let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
-    let mut fill = cache.fill.map(|leader| CacheFill { headers: stored_headers(&raw_head, &head), ..leader });
+    let stored = if translated_stream {
+        bytes::Bytes::from_static(b"content-type: text/event-stream\r\n")
+    } else {
+        stored_headers(&raw_head, &head)
+    };
+    let mut translator =
+        translated_stream.then(|| StreamTranslator::new(translation, model, include_usage, json_mode)).flatten();
+    let mut fill = cache.fill.map(|leader| CacheFill { headers: stored, ..leader });
     if let Some(f) = fill.as_mut() {
         // Only complete 2xx answers with a body are stored and shared.
         if (200..300).contains(&head.status) && head.status != 206 && head.framing != ResponseFraming::Empty {
@@ -149,7 +188,14 @@ pub async fn relay(
             let chunked_in = head.framing == ResponseFraming::Chunked;
             let chunked_out = framing == ClientFraming::Chunked;
             let leader = fill.as_mut().map(|f| &mut f.leader);
-            let mut filter = Filter { tap: &mut tap, stripper: stripper.as_mut(), leader, scratch: Vec::new() };
+            let mut filter = Filter {
+                tap: &mut tap,
+                stripper: stripper.as_mut(),
+                translator: translator.as_mut(),
+                leader,
+                scratch: Vec::new(),
+                translated: Vec::new(),
+            };
             relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut filter, &mut progress).await
         }
     };
@@ -273,9 +319,12 @@ async fn relay_length(
 struct Filter<'a> {
     tap: &'a mut Option<Tap>,
     stripper: Option<&'a mut UsageStripper>,
+    /// Unified endpoint: the provider's events become OpenAI chunks.
+    translator: Option<&'a mut StreamTranslator>,
     /// A cacheable miss: the bytes the client sees are kept and fanned out.
     leader: Option<&'a mut Leader>,
     scratch: Vec<u8>,
+    translated: Vec<u8>,
 }
 
 impl Filter<'_> {
@@ -283,6 +332,14 @@ impl Filter<'_> {
         if let Some(t) = self.tap.as_mut() {
             t.observe(data);
         }
+        let data = match self.translator.as_mut() {
+            Some(tr) => {
+                self.translated.clear();
+                tr.feed(data, &mut self.translated);
+                &self.translated[..]
+            }
+            None => data,
+        };
         let data = match self.stripper.as_mut() {
             Some(s) => {
                 self.scratch.clear();
@@ -297,8 +354,17 @@ impl Filter<'_> {
         if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
     }
 
-    /// The upstream body ended: release what the stripper still holds.
+    /// The upstream body ended: release what the stripper still holds and
+    /// the translator's last events.
     fn end(&mut self, out: &mut BytesMut, chunked_out: bool) {
+        if let Some(tr) = self.translator.as_mut() {
+            self.translated.clear();
+            tr.finish(&mut self.translated);
+            if let Some(l) = self.leader.as_deref_mut() {
+                l.data(&self.translated);
+            }
+            if chunked_out { write::chunk(out, &self.translated) } else { out.extend_from_slice(&self.translated) }
+        }
         if let Some(s) = self.stripper.as_mut() {
             self.scratch.clear();
             s.finish(&mut self.scratch);

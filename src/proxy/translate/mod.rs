@@ -1,0 +1,128 @@
+//! The unified endpoint's translation: OpenAI chat completions to and from
+//! a provider's native API. Requests are translated whole; responses as
+//! JSON whole, or as streams event by event as they arrive.
+//!
+//! A request field the target cannot honour is refused with 400 naming the
+//! field (`UnsupportedField`), never silently dropped.
+
+pub mod anthropic;
+pub mod gemini;
+mod openai;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::resolve::Api;
+use crate::{config::ProviderKind, error::GatewayError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translation {
+    None,
+    Anthropic,
+    Gemini,
+}
+
+/// Whether a request on `api` to a provider of `kind` is translated.
+pub fn kind_of(api: Api, kind: ProviderKind) -> Translation {
+    match (api, kind) {
+        (Api::Chat, ProviderKind::Anthropic) => Translation::Anthropic,
+        (Api::Chat, ProviderKind::Gemini) => Translation::Gemini,
+        _ => Translation::None,
+    }
+}
+
+/// The upstream body and path for a translated chat request.
+pub fn request(
+    t: Translation,
+    body: &[u8],
+    model: Option<&str>,
+    stream: bool,
+) -> Result<(Bytes, Vec<u8>), GatewayError> {
+    let req: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::InvalidBody { param: "body", why: format!("not JSON: {e}") })?;
+    let obj = req.as_object().ok_or(GatewayError::InvalidBody { param: "body", why: "not a JSON object".into() })?;
+    let model = model
+        .map(str::to_string)
+        .or_else(|| obj.get("model").and_then(Value::as_str).map(str::to_string))
+        .ok_or(GatewayError::InvalidBody { param: "model", why: "required".into() })?;
+    match t {
+        Translation::Anthropic => {
+            let out = anthropic::request(obj, &model)?;
+            Ok((Bytes::from(out.to_string()), b"/v1/messages".to_vec()))
+        }
+        Translation::Gemini => {
+            let out = gemini::request(obj)?;
+            let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            Ok((Bytes::from(out.to_string()), format!("/v1beta/models/{model}:{method}").into_bytes()))
+        }
+        Translation::None => Ok((Bytes::copy_from_slice(body), b"/v1/chat/completions".to_vec())),
+    }
+}
+
+/// Translates a whole (non-stream) upstream answer to OpenAI's shape:
+/// (status, JSON body).
+pub fn response(t: Translation, status: u16, body: &[u8], model: &str, json_mode: bool) -> (u16, String) {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        return openai::error(t, status, parsed.as_ref(), body);
+    }
+    let Some(v) = parsed else {
+        return (502, openai::gateway_error("the provider's answer is not JSON"));
+    };
+    let out = match t {
+        Translation::Anthropic => anthropic::response(&v, model, json_mode),
+        Translation::Gemini => gemini::response(&v, model),
+        Translation::None => Some(v),
+    };
+    match out {
+        Some(v) => (200, v.to_string()),
+        None => (502, openai::gateway_error("the provider's answer has an unexpected shape")),
+    }
+}
+
+/// A stream translator: native SSE bytes in, OpenAI `chat.completion.chunk`
+/// events out.
+pub enum StreamTranslator {
+    Anthropic(anthropic::Stream),
+    Gemini(gemini::Stream),
+}
+
+impl StreamTranslator {
+    pub fn new(t: Translation, model: &str, include_usage: bool, json_mode: bool) -> Option<StreamTranslator> {
+        match t {
+            Translation::Anthropic => {
+                Some(StreamTranslator::Anthropic(anthropic::Stream::new(model, include_usage, json_mode)))
+            }
+            Translation::Gemini => Some(StreamTranslator::Gemini(gemini::Stream::new(model, include_usage))),
+            Translation::None => None,
+        }
+    }
+
+    /// Feeds decoded upstream body bytes; appends translated events.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        match self {
+            StreamTranslator::Anthropic(s) => s.feed(data, out),
+            StreamTranslator::Gemini(s) => s.feed(data, out),
+        }
+    }
+
+    /// The upstream stream ended: the final events (`[DONE]`).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            StreamTranslator::Anthropic(s) => s.finish(out),
+            StreamTranslator::Gemini(s) => s.finish(out),
+        }
+    }
+}
+
+/// Whether the request asked for JSON output (`response_format`), which
+/// Anthropic targets answer through a forced tool.
+pub fn json_mode(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("response_format")?.get("type")?.as_str().map(|t| t != "text"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests;

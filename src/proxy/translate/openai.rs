@@ -1,0 +1,79 @@
+//! Building OpenAI-shaped pieces: chunks, usage, errors.
+
+use serde_json::{Value, json};
+
+use super::Translation;
+
+pub fn now() -> u64 {
+    crate::cache::entry::now_unix_ms() / 1000
+}
+
+/// One `data: {chunk}\n\n` event.
+pub fn chunk_event(out: &mut Vec<u8>, id: &str, model: &str, delta: Value, finish: Option<&str>) {
+    let v = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": now(),
+        "model": model,
+        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+    });
+    event(out, &v);
+}
+
+pub fn usage_event(out: &mut Vec<u8>, id: &str, model: &str, usage: Value) {
+    let v = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": now(),
+        "model": model,
+        "choices": [],
+        "usage": usage,
+    });
+    event(out, &v);
+}
+
+pub fn event(out: &mut Vec<u8>, v: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+pub fn done(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: [DONE]\n\n");
+}
+
+/// OpenAI usage from input (all of it, cached included), output and
+/// cached input tokens.
+pub fn usage(input: u64, output: u64, cached: u64) -> Value {
+    json!({
+        "prompt_tokens": input,
+        "completion_tokens": output,
+        "total_tokens": input + output,
+        "prompt_tokens_details": { "cached_tokens": cached },
+    })
+}
+
+pub fn gateway_error(message: &str) -> String {
+    crate::error::json_error(message, "api_error", "upstream_invalid_response")
+}
+
+/// A provider's error answer, as an OpenAI error with a status OpenAI
+/// clients know (Anthropic's 529 "overloaded" becomes 503).
+pub fn error(t: Translation, status: u16, parsed: Option<&Value>, raw: &[u8]) -> (u16, String) {
+    let (message, kind) = match (t, parsed) {
+        (Translation::Anthropic, Some(v)) => {
+            (v["error"]["message"].as_str().map(str::to_string), v["error"]["type"].as_str().map(str::to_string))
+        }
+        (Translation::Gemini, Some(v)) => (
+            v["error"]["message"].as_str().map(str::to_string),
+            v["error"]["status"].as_str().map(|s| s.to_ascii_lowercase()),
+        ),
+        _ => (None, None),
+    };
+    let message = message.unwrap_or_else(|| String::from_utf8_lossy(&raw[..raw.len().min(512)]).into_owned());
+    let status = if status == 529 { 503 } else { status };
+    let error_type = if (400..500).contains(&status) { "invalid_request_error" } else { "api_error" };
+    let code = kind.unwrap_or_else(|| format!("http_{status}"));
+    let body = json!({ "error": { "message": message, "type": error_type, "param": null, "code": code } });
+    (status, body.to_string())
+}
