@@ -22,6 +22,8 @@ pub struct AdminCtx {
     /// /readyz needs `Authorization: Bearer TOKEN`.
     pub token: Option<Arc<str>>,
     pub limiter: Option<Arc<crate::ratelimit::Limiter>>,
+    /// Routes and upstream health, with the providers' names.
+    pub router: Option<(Arc<crate::routing::Router>, Arc<[String]>)>,
 }
 
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
@@ -59,7 +61,7 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
             return send(io, text_response(&body, &req, keep_alive), keep_alive).await;
         }
         (b"GET", b"/admin/stats") if a.analytics.is_some() => {
-            (200, a.analytics.as_ref().map(|an| stats(an, a.cache.as_ref())).unwrap_or_default())
+            (200, a.analytics.as_ref().map(|an| stats(an, a)).unwrap_or_default())
         }
         (b"GET", b"/admin/logs") if a.analytics.is_some() => {
             (200, a.analytics.as_ref().map(|an| logs(an, query(target))).unwrap_or_default())
@@ -113,10 +115,14 @@ fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>, limiter: Option<&Arc<crate
     text
 }
 
-fn stats(a: &Analytics, cache: Option<&Arc<Cache>>) -> String {
-    let gauges = cache_gauges(cache);
+fn stats(a: &Analytics, ctx: &AdminCtx) -> String {
+    let gauges = cache_gauges(ctx.cache.as_ref());
+    let targets = ctx
+        .router
+        .as_ref()
+        .map_or(serde_json::Value::Null, |(r, names)| r.stats(names, crate::cache::entry::now_unix_ms()));
     let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
-    exposition::stats(&state, &gauges)
+    exposition::stats(&state, &gauges, targets)
 }
 
 fn cache_gauges(cache: Option<&Arc<Cache>>) -> exposition::CacheGauges {

@@ -273,7 +273,7 @@ fn rows(counters: &HashMap<super::SeriesKey, Counters>, hists: &HashMap<HistKey,
 
 /// Totals and per provider/model rows for the last minute, the last hour and
 /// since start.
-pub fn stats(s: &State, cache: &CacheGauges) -> String {
+pub fn stats(s: &State, cache: &CacheGauges, targets: serde_json::Value) -> String {
     let window = |ring: &std::collections::VecDeque<super::collector::Bucket>, width, buckets: u64| {
         let now = s.bucket_now(width);
         let mut counters: HashMap<super::SeriesKey, Counters> = HashMap::new();
@@ -322,6 +322,7 @@ pub fn stats(s: &State, cache: &CacheGauges) -> String {
             "evictions": cache.evictions,
             "redis_errors": cache.redis_errors,
         },
+        "targets": targets,
         "last_1m": window(&s.short, super::collector::SHORT, 6),
         "last_1h": window(&s.long, super::collector::LONG, 60),
         "since_start": rows(&s.totals, &s.hists),

@@ -193,6 +193,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         Arc::new(Limiter::new(&config.rate_limits, config.server.trusted_proxies.clone(), &config.limit_store));
     let limiter_for_admin = limiter.clone();
     let router = Arc::new(crate::routing::Router::new(&config.routes, &config.providers));
+    let router_for_admin = router.clone();
+    let names: Arc<[String]> = config.providers.iter().map(|p| p.name.clone()).collect();
     let shared = Arc::new(proxy::Shared::new(upstreams.clone(), prices, capture, cache.clone(), keys, limiter, router));
     let workers = config.server.workers.resolve();
     let tls = match &config.server.tls {
@@ -253,6 +255,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             cache: Some(cache.clone()),
             token: token.clone(),
             limiter: Some(limiter_for_admin.clone()),
+            router: Some((router_for_admin.clone(), names.clone())),
         }))
     });
     let (admin_addr, admin) = match spawn_service(&admin_svc, config.server.admin_listen, 1, false, make) {
