@@ -1,6 +1,8 @@
 //! Anthropic Messages, as the mock answers them.
 
-use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, response_id, send, word};
+use super::{
+    EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call, word,
+};
 use crate::{
     error::{GatewayError, json_response},
     server::conn::{ClientIo, Outcome, Request},
@@ -22,11 +24,24 @@ pub async fn messages(
     let id = format!("msg_mock_{}", response_id(&body));
     let input = prompt_tokens(&body);
     let n = plan.tokens;
+    let tool = tool_to_call(&body);
     if !stream {
         pause(plan.ttft).await;
-        let text = serde_json::Value::from((0..n).map(word).collect::<String>());
+        let (content, stop) = match &tool {
+            Some(name) => (
+                format!(
+                    r#"[{{"type":"tool_use","id":"toolu_mock_0","name":{},"input":{TOOL_ARGS}}}]"#,
+                    serde_json::Value::from(name.as_str())
+                ),
+                "tool_use",
+            ),
+            None => {
+                let text = serde_json::Value::from((0..n).map(word).collect::<String>());
+                (format!(r#"[{{"type":"text","text":{text}}}]"#), "end_turn")
+            }
+        };
         let json = format!(
-            r#"{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":[{{"type":"text","text":{text}}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":{input},"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":{n}}}}}"#
+            r#"{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":{content},"stop_reason":"{stop}","stop_sequence":null,"usage":{{"input_tokens":{input},"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":{n}}}}}"#
         );
         return send(io, json_response(200, &json, req.head.version(), None, !keep_alive), keep_alive).await;
     }
@@ -35,6 +50,19 @@ pub async fn messages(
         return Ok(Outcome::Close);
     };
     pause(plan.ttft).await;
+    if let Some(name) = &tool {
+        let name = serde_json::Value::from(name.as_str());
+        let args = serde_json::Value::from(TOOL_ARGS);
+        let all = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"{id}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{input},\"output_tokens\":1}}}}}}\n\n\
+             event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"tool_use\",\"id\":\"toolu_mock_0\",\"name\":{name},\"input\":{{}}}}}}\n\n\
+             event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":{args}}}}}\n\n\
+             event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\n\
+             event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"tool_use\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{n}}}}}\n\n\
+             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        );
+        return Ok(s.finish(&all, keep_alive).await);
+    }
     let mut first = format!(
         "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"{id}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{input},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}}}}\n\n\
          event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n\

@@ -14,6 +14,8 @@
 //! Every completion has exactly `tokens` content chunks and reports exactly
 //! `tokens` completion/output tokens; prompt tokens are `max(1, len/4)` of
 //! the `messages` (or `input`) JSON.
+//! With `tools` in the request (and no tool result last), both formats
+//! answer with one call to the first tool, arguments `{"location":"Paris"}`.
 //! Per-request overrides: `x-mock-tokens`, `x-mock-delay-ms`,
 //! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error,
 //! after `x-mock-ttft-ms`).
@@ -206,6 +208,20 @@ fn response_id(body: &serde_json::Value) -> String {
     let text = prompt_text(body);
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{hash:016x}")
+}
+
+/// Arguments of every tool call the mock makes.
+const TOOL_ARGS: &str = r#"{"location":"Paris"}"#;
+
+/// The tool to call: the first one offered, unless the conversation already
+/// ends with a tool's result (then the mock answers in text).
+fn tool_to_call(body: &serde_json::Value) -> Option<String> {
+    let tool = body["tools"].get(0)?;
+    let name = tool["function"]["name"].as_str().or_else(|| tool["name"].as_str())?;
+    let last = body["messages"].as_array()?.last()?;
+    let answered = last["role"] == "tool"
+        || last["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+    (!answered).then(|| name.to_string())
 }
 
 /// `max(1, len(prompt JSON) / 4)`: deterministic, so tests can predict it.

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{EventStream, MockCtx, Plan, parse_body, pause, prompt_tokens, response_id, send, word};
+use super::{
+    EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call, word,
+};
 use crate::{
     error::{GatewayError, json_response},
     server::conn::{ClientIo, Outcome, Request},
@@ -29,12 +31,31 @@ pub async fn chat(
         r#"{{"prompt_tokens":{prompt},"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#,
         prompt + n
     );
+    let tool = tool_to_call(&body);
+    let call = |name: &str, args: &str| {
+        format!(
+            r#"{{"id":"call_mock_0","type":"function","function":{{"name":{},"arguments":{}}}}}"#,
+            serde_json::Value::from(name),
+            serde_json::Value::from(args)
+        )
+    };
     if !stream {
         pause(plan.ttft).await;
-        let content: String = (0..n).map(word).collect();
-        let content = serde_json::Value::from(content);
+        let (message, finish) = match &tool {
+            Some(name) => (
+                format!(
+                    r#"{{"role":"assistant","content":null,"tool_calls":[{}],"refusal":null}}"#,
+                    call(name, TOOL_ARGS)
+                ),
+                "tool_calls",
+            ),
+            None => {
+                let content = serde_json::Value::from((0..n).map(word).collect::<String>());
+                (format!(r#"{{"role":"assistant","content":{content},"refusal":null}}"#), "stop")
+            }
+        };
         let json = format!(
-            r#"{{"id":"{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{usage},"system_fingerprint":null}}"#
+            r#"{{"id":"{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{message},"logprobs":null,"finish_reason":"{finish}"}}],"usage":{usage},"system_fingerprint":null}}"#
         );
         return send(io, json_response(200, &json, req.head.version(), None, !keep_alive), keep_alive).await;
     }
@@ -49,6 +70,27 @@ pub async fn chat(
         )
     };
     pause(plan.ttft).await;
+    if let Some(name) = &tool {
+        let start = format!(
+            r#"{{"role":"assistant","content":null,"tool_calls":[{}]}}"#,
+            call(name, "").replacen(r#""id""#, r#""index":0,"id""#, 1)
+        );
+        let args = format!(
+            r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":{}}}}}]}}"#,
+            serde_json::Value::from(TOOL_ARGS)
+        );
+        let mut all = chunk(&start, "null");
+        all.push_str(&chunk(&args, "null"));
+        all.push_str(&chunk("{}", "\"tool_calls\""));
+        if include_usage {
+            let _ = write!(
+                all,
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[],\"usage\":{usage}}}\n\n"
+            );
+        }
+        all.push_str("data: [DONE]\n\n");
+        return Ok(s.finish(&all, keep_alive).await);
+    }
     let mut first = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");
     for i in 0..n {
         let delta = format!(r#"{{"content":{}}}"#, serde_json::Value::from(word(i)));
