@@ -195,3 +195,137 @@ fn anthropic_target_through_the_unified_endpoint() {
         logs["data"].as_array().unwrap().iter().any(|r| r["output_tokens"] == 16 && r["model"] == "claude-x")
     }));
 }
+
+/// Prefix affinity's effect, measured with the mock's prefix cache: 40
+/// conversations of 8 turns (each turn resends the history) over 4
+/// replicas, by prefix-affinity and by an even random split.
+#[test]
+fn prefix_affinity_raises_prefix_cache_hits() {
+    let mut toml = String::new();
+    let mut replicas = Vec::new();
+    for set in ["aff", "rnd"] {
+        for i in 0..4 {
+            let m = mock();
+            toml.push_str(&provider(&format!("{set}{i}"), "mock", m.addr));
+            replicas.push(m);
+        }
+    }
+    toml.push_str("[routes.affinity]\nstrategy = \"prefix-affinity\"\ntargets = [{ provider = \"aff0\" }, { provider = \"aff1\" }, { provider = \"aff2\" }, { provider = \"aff3\" }]\n");
+    toml.push_str("[routes.random]\nstrategy = \"weighted\"\ntargets = [{ provider = \"rnd0\" }, { provider = \"rnd1\" }, { provider = \"rnd2\" }, { provider = \"rnd3\" }]\n");
+    let gw = Gateway::start("", &toml);
+    let mut c = Client::connect(gw.addr);
+    for route in ["affinity", "random"] {
+        let mut histories: Vec<Vec<serde_json::Value>> = (0..40)
+            .map(|s| {
+                let system =
+                    format!("Session {s}: you are a careful assistant. {}", "Follow the house style. ".repeat(60));
+                vec![serde_json::json!({"role": "system", "content": system})]
+            })
+            .collect();
+        for turn in 0..8 {
+            for h in histories.iter_mut() {
+                h.push(serde_json::json!({"role": "user", "content": format!("question {turn}")}));
+                let body = serde_json::json!({"model": route, "messages": h}).to_string();
+                c.send(&post("/v1/chat/completions", &body));
+                let r = c.read_response();
+                assert_eq!(r.status, 200);
+                let answer = r.json()["choices"][0]["message"]["content"].clone();
+                h.push(serde_json::json!({"role": "assistant", "content": answer}));
+            }
+        }
+    }
+    let mut text = String::new();
+    let ratio = |text: &str, set: &str| {
+        let sum = |dir: &str| -> f64 {
+            (0..4)
+                .map(|i| {
+                    metric(
+                        text,
+                        &format!(
+                            "aigw_tokens_total{{provider=\"{set}{i}\",model=\"{}\",direction=\"{dir}\"}}",
+                            if set == "aff" { "affinity" } else { "random" }
+                        ),
+                    )
+                })
+                .sum()
+        };
+        let (fresh, cached) = (sum("input"), sum("cached_input"));
+        cached / (fresh + cached)
+    };
+    assert!(eventually(Duration::from_secs(5), || {
+        text = metrics_text(gw.admin);
+        metric(&text, "aigw_requests_total{") == 640.0
+    }));
+    let (aff, rnd) = (ratio(&text, "aff"), ratio(&text, "rnd"));
+    eprintln!(
+        "prompt tokens served from the replicas' prefix caches: prefix-affinity {:.1}%, random {:.1}%",
+        aff * 100.0,
+        rnd * 100.0
+    );
+    assert!(aff > 0.8, "affinity {aff}");
+    assert!(aff > rnd + 0.3, "affinity {aff} vs random {rnd}");
+}
+
+#[test]
+fn retry_after_is_honoured_and_per_request_overrides() {
+    // 429 with Retry-After: 1 on the first request, then 200.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let m = mock();
+    let mock_addr = m.addr;
+    let flaky = RawUpstream::spawn(move |mut s| {
+        while read_request(&mut s).is_some() {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let resp = if n == 0 {
+                let body = r#"{"error":{"message":"slow down","type":"rate_limit"}}"#;
+                format!(
+                    "HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            if s.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let toml = format!(
+        "{}{}[routes.one]\ntargets = [{{ provider = \"flaky\" }}]\n[routes.slowroute]\ntargets = [{{ provider = \"mock\" }}]\n",
+        provider("flaky", "openai", flaky.addr),
+        provider("mock", "mock", mock_addr),
+    );
+    let gw = Gateway::start("", &toml);
+    let started = std::time::Instant::now();
+    let r = roundtrip(gw.addr, &post("/v1/chat/completions", &unified("one", "")));
+    assert_eq!((r.status, r.header("x-aigw-attempts")), (200, Some("2")));
+    assert!(started.elapsed() >= Duration::from_millis(1000), "waited the upstream's Retry-After");
+    // x-aigw-request-timeout bounds the whole request.
+    let r = roundtrip(
+        gw.addr,
+        &post_with(
+            "/v1/chat/completions",
+            &unified("slowroute", ""),
+            "x-aigw-request-timeout: 200\r\nx-mock-ttft-ms: 2000\r\nx-aigw-max-attempts: 1\r\n",
+        ),
+    );
+    assert_eq!((r.status, r.error_code()), (504, "upstream_timeout".to_string()));
+    let r = roundtrip(gw.addr, &post_with("/v1/chat/completions", &unified("one", ""), "x-aigw-max-attempts: 99\r\n"));
+    assert_eq!((r.status, r.error_code()), (400, "invalid_header".to_string()));
+}
+
+#[test]
+fn provider_errors_become_openai_errors() {
+    let m = mock();
+    let gw = Gateway::start("", &provider("anth", "anthropic", m.addr));
+    let r =
+        roundtrip(gw.addr, &post_with("/v1/chat/completions", &unified("anth/claude-x", ""), "x-mock-status: 400\r\n"));
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("x-mock-status"), "{v}");
+}

@@ -154,18 +154,52 @@ pub fn model_span(body: &[u8]) -> Option<std::ops::Range<usize>> {
     span
 }
 
-/// The start of the prompt, for prefix-affinity routing: the raw
-/// `messages` (chat), `prompt` or `input` value, at most `max` bytes.
+/// The start of the prompt, for prefix-affinity routing, at most `max`
+/// bytes: for chat, the raw `messages` up to the end of the first user
+/// message — the part every turn of a conversation resends unchanged, so
+/// all its turns hash alike; otherwise the raw `prompt` / `input` /
+/// `contents` value.
 pub fn prompt_prefix(body: &[u8], max: usize) -> &[u8] {
     let mut found: &[u8] = b"";
     for_each_member(body, |key, value| {
         if matches!(key, b"messages" | b"prompt" | b"input" | b"contents") {
-            found = value;
+            found = if key == b"messages" { through_first_user(value).unwrap_or(value) } else { value };
             return false;
         }
         true
     });
     &found[..found.len().min(max)]
+}
+
+/// The array's bytes from its `[` to the end of its first element whose
+/// `role` is "user".
+fn through_first_user(array: &[u8]) -> Option<&[u8]> {
+    let mut i = ws(array, 0);
+    if *array.get(i)? != b'[' {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = ws(array, i);
+        match *array.get(i)? {
+            b']' => return None,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let end = skip_value(array, i)?;
+        let mut user = false;
+        for_each_member(&array[i..end], |k, v| {
+            user = k == b"role" && v == b"\"user\"";
+            !user
+        });
+        if user {
+            return Some(&array[..end]);
+        }
+        i = end;
+    }
 }
 
 /// The output cap a request sets: `max_tokens` (chat completions,
@@ -242,6 +276,12 @@ mod tests {
         let span = model_span(body).unwrap();
         assert_eq!(&body[span], br#""r1""#);
         assert_eq!(prompt_prefix(body, 10), br#"[{"role":""#);
+        // Every turn of a conversation shares its prefix through the first
+        // user message.
+        let t1 = br#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"q1"}]}"#;
+        let t2 = br#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"q1"},{"role":"assistant","content":"a"},{"role":"user","content":"q2"}]}"#;
+        assert_eq!(prompt_prefix(t1, 4096), prompt_prefix(t2, 4096));
+        assert_eq!(prompt_prefix(t1, 4096), br#"[{"role":"system","content":"S"},{"role":"user","content":"q1"}"#);
         assert_eq!(model_span(br#"{"model":5}"#), None);
     }
 

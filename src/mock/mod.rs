@@ -76,6 +76,49 @@ pub struct MockStats {
 pub struct MockCtx {
     pub opts: MockOptions,
     pub stats: Arc<MockStats>,
+    /// Prompt prefixes this server has seen, as an inference server's
+    /// prefix cache would hold them (shared by the mock's workers).
+    pub prefixes: Arc<PrefixCache>,
+}
+
+/// A stand-in for vLLM's prefix cache: every leading run of messages
+/// (`messages[..k]`) a request carried is remembered; a later request
+/// whose messages start the same way reports that prefix's tokens as
+/// `cached_tokens` (`cache_read_input_tokens` for Anthropic), so routing
+/// that keeps prefixes on one replica shows up in the usage.
+#[derive(Default)]
+pub struct PrefixCache {
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+/// Entries remembered at most (then the cache starts over, like an
+/// evicting one).
+const PREFIX_CACHE_MAX: usize = 100_000;
+
+impl PrefixCache {
+    /// Tokens of the longest cached prefix; remembers this prompt's.
+    pub fn lookup_and_insert(&self, body: &serde_json::Value) -> usize {
+        let Some(messages) = body["messages"].as_array() else { return 0 };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > PREFIX_CACHE_MAX {
+            seen.clear();
+        }
+        let mut cached = 0;
+        let mut text = String::from("[");
+        for (k, m) in messages.iter().enumerate() {
+            if k > 0 {
+                text.push(',');
+            }
+            text.push_str(&m.to_string());
+            let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+            // The last message is the new turn: it is stored, not matched.
+            if k + 1 < messages.len() && seen.contains(&hash) {
+                cached = text.len() / 4;
+            }
+            seen.insert(hash);
+        }
+        cached
+    }
 }
 
 /// A running mock server.
@@ -98,7 +141,8 @@ impl MockServer {
             shutdown_grace: Duration::from_millis(200),
         };
         let s = stats.clone();
-        let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone() }));
+        let prefixes = Arc::new(PrefixCache::default());
+        let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone(), prefixes: prefixes.clone() }));
         let service = server::Service {
             name: "aigw-mock",
             driver: IoDriver::Auto,

@@ -26,9 +26,10 @@ pub async fn chat(
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let id = format!("chatcmpl-mock-{}", response_id(&body));
     let prompt = prompt_tokens(&body);
+    let cached = m.prefixes.lookup_and_insert(&body).min(prompt);
     let n = plan.tokens;
     let usage = format!(
-        r#"{{"prompt_tokens":{prompt},"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#,
+        r#"{{"prompt_tokens":{prompt},"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":{cached}}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#,
         prompt + n
     );
     let tool = tool_to_call(&body);
