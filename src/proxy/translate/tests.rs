@@ -205,3 +205,37 @@ fn gemini_request_response_and_stream() {
     assert_eq!(c[3]["choices"][0]["finish_reason"], "stop");
     assert_eq!(c[4]["usage"]["total_tokens"], 6);
 }
+
+#[test]
+fn json_mode_and_gemini_streamed_tool_calls() {
+    // Anthropic JSON mode: the forced tool's input is the content.
+    let native = json!({
+        "id": "msg_2", "model": "claude-x", "stop_reason": "tool_use",
+        "content": [{"type": "tool_use", "id": "t", "name": "json_output", "input": {"answer": 42}}],
+        "usage": {"input_tokens": 3, "output_tokens": 4},
+    });
+    let (_, body) = response(Translation::Anthropic, 200, native.to_string().as_bytes(), "claude-x", true);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "{\"answer\":42}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"]["tool_calls"].is_null());
+
+    // Gemini streams whole function calls; they become tool_calls deltas
+    // with running indexes and finish_reason "tool_calls".
+    let sse = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{\"city\":\"Oslo\"}}}]},\"finishReason\":\"STOP\"}]}\n\n";
+    let mut s = StreamTranslator::new(Translation::Gemini, "g", false, false).unwrap();
+    let mut out = Vec::new();
+    s.feed(sse.as_bytes(), &mut out);
+    s.finish(&mut out);
+    let c = chunks(&out);
+    let call = &c[1]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!((call["index"].as_u64(), call["function"]["name"].as_str()), (Some(0), Some("weather")));
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"Oslo\"}");
+    assert_eq!(c[2]["choices"][0]["finish_reason"], "tool_calls");
+    assert!(String::from_utf8(out).unwrap().ends_with("data: [DONE]\n\n"));
+    // Gemini errors keep their status.
+    let err = json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}});
+    let (status, body) = response(Translation::Gemini, 429, err.to_string().as_bytes(), "g", false);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, v["error"]["code"].as_str()), (429, Some("resource_exhausted")));
+}
