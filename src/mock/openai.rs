@@ -70,6 +70,16 @@ pub async fn chat(
             "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{usage_null}}}\n\n"
         )
     };
+    // The usage chunk (when asked for) and [DONE].
+    let end = |out: &mut String| {
+        if include_usage {
+            let _ = write!(
+                out,
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[],\"usage\":{usage}}}\n\n"
+            );
+        }
+        out.push_str("data: [DONE]\n\n");
+    };
     pause(plan.ttft).await;
     if let Some(name) = &tool {
         let start = format!(
@@ -83,13 +93,7 @@ pub async fn chat(
         let mut all = chunk(&start, "null");
         all.push_str(&chunk(&args, "null"));
         all.push_str(&chunk("{}", "\"tool_calls\""));
-        if include_usage {
-            let _ = write!(
-                all,
-                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[],\"usage\":{usage}}}\n\n"
-            );
-        }
-        all.push_str("data: [DONE]\n\n");
+        end(&mut all);
         return Ok(s.finish(&all, keep_alive).await);
     }
     let mut first = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");
@@ -110,13 +114,7 @@ pub async fn chat(
     }
     let mut tail = if n == 0 { first } else { String::new() };
     tail.push_str(&chunk("{}", "\"stop\""));
-    if include_usage {
-        let _ = write!(
-            tail,
-            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":null,\"choices\":[],\"usage\":{usage}}}\n\n"
-        );
-    }
-    tail.push_str("data: [DONE]\n\n");
+    end(&mut tail);
     Ok(s.finish(&tail, keep_alive).await)
 }
 

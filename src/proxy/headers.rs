@@ -158,23 +158,36 @@ pub fn client_response_head(
             write::header(&mut out, name, value);
         }
     }
+    end_head(&mut out, framing, Extras { cache, lines: extra }, id, keep_alive, client_version);
+    out
+}
+
+/// The gateway's part of every relayed head: framing, cache status, extra
+/// lines, request id, connection.
+fn end_head(
+    out: &mut BytesMut,
+    framing: ClientFraming,
+    extras: Extras<'_>,
+    id: RequestId,
+    keep_alive: bool,
+    client_version: Version,
+) {
     match framing {
-        ClientFraming::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
-        ClientFraming::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
+        ClientFraming::Length(n) => write::header_u64(out, b"Content-Length", n),
+        ClientFraming::Chunked => write::header(out, b"Transfer-Encoding", b"chunked"),
         ClientFraming::Empty | ClientFraming::UntilClose => {}
     }
-    if let Some(c) = cache {
-        write::header(&mut out, b"x-aigw-cache-status", c.header());
+    if let Some(c) = extras.cache {
+        write::header(out, b"x-aigw-cache-status", c.header());
     }
-    out.extend_from_slice(extra);
-    write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
+    out.extend_from_slice(extras.lines);
+    write::header(out, b"x-aigw-request-id", id.as_bytes());
     if !keep_alive {
-        write::header(&mut out, b"Connection", b"close");
+        write::header(out, b"Connection", b"close");
     } else if client_version == Version::Http10 {
-        write::header(&mut out, b"Connection", b"keep-alive");
+        write::header(out, b"Connection", b"keep-alive");
     }
-    write::end_head(&mut out);
-    out
+    write::end_head(out);
 }
 
 /// The upstream's end-to-end headers a cache entry keeps, as header lines.
@@ -224,21 +237,6 @@ pub fn fresh_head(
     let mut out = BytesMut::with_capacity(256 + extras.lines.len());
     write::status_line(&mut out, Version::Http11, status, b"");
     write::header(&mut out, b"Content-Type", content_type);
-    match framing {
-        ClientFraming::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
-        ClientFraming::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
-        ClientFraming::Empty | ClientFraming::UntilClose => {}
-    }
-    if let Some(c) = extras.cache {
-        write::header(&mut out, b"x-aigw-cache-status", c.header());
-    }
-    out.extend_from_slice(extras.lines);
-    write::header(&mut out, b"x-aigw-request-id", id.as_bytes());
-    if !keep_alive {
-        write::header(&mut out, b"Connection", b"close");
-    } else if client_version == Version::Http10 {
-        write::header(&mut out, b"Connection", b"keep-alive");
-    }
-    write::end_head(&mut out);
+    end_head(&mut out, framing, extras, id, keep_alive, client_version);
     out
 }

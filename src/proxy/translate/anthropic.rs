@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::openai;
+use super::{check_fields, invalid, max_tokens, openai, sse_events, stop_list};
 use crate::{error::GatewayError, tap::sse::SseSplitter};
 
 const KIND: &str = "anthropic";
@@ -13,10 +13,6 @@ const JSON_TOOL: &str = "json_output";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
     GatewayError::UnsupportedField { field: field.into(), provider_kind: KIND }
-}
-
-fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {
-    GatewayError::InvalidBody { param, why: why.into() }
 }
 
 /// Fields an OpenAI request may carry that have a translation (or are the
@@ -40,20 +36,10 @@ const KNOWN: &[&str] = &[
 ];
 
 pub fn request(req: &Map<String, Value>, model: &str) -> Result<Value, GatewayError> {
-    for k in req.keys() {
-        if !KNOWN.contains(&k.as_str()) {
-            // `n: 1` and the like are harmless defaults; anything else is not.
-            let harmless =
-                matches!((k.as_str(), &req[k]), ("n", Value::Number(n)) if n.as_u64() == Some(1)) || req[k].is_null();
-            if !harmless {
-                return Err(unsupported(k.clone()));
-            }
-        }
-    }
+    check_fields(req, KNOWN, KIND)?;
     let mut out = Map::new();
     out.insert("model".into(), model.into());
-    let max = req.get("max_completion_tokens").or_else(|| req.get("max_tokens")).and_then(Value::as_u64);
-    out.insert("max_tokens".into(), max.unwrap_or(DEFAULT_MAX_TOKENS).into());
+    out.insert("max_tokens".into(), max_tokens(req).unwrap_or(DEFAULT_MAX_TOKENS).into());
     if let Some(t) = req.get("temperature").filter(|v| !v.is_null()) {
         let t = t.as_f64().ok_or_else(|| invalid("temperature", "must be a number"))?;
         if t > 1.0 {
@@ -64,15 +50,8 @@ pub fn request(req: &Map<String, Value>, model: &str) -> Result<Value, GatewayEr
     if let Some(p) = req.get("top_p").filter(|v| !v.is_null()) {
         out.insert("top_p".into(), p.clone());
     }
-    match req.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => return Err(invalid("stop", "a string or an array of strings")),
+    if let Some(stop) = stop_list(req)? {
+        out.insert("stop_sequences".into(), stop);
     }
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         out.insert("stream".into(), true.into());
@@ -343,13 +322,7 @@ impl Stream {
     }
 
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.splitter.feed(data, &mut |e| {
-            if let Ok(v) = serde_json::from_slice::<Value>(e.data) {
-                events.push(v);
-            }
-        });
-        for v in events {
+        for v in sse_events(&mut self.splitter, data) {
             self.event(&v, out);
         }
     }

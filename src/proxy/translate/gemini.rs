@@ -4,17 +4,13 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::openai;
+use super::{check_fields, invalid, max_tokens, openai, sse_events, stop_list};
 use crate::{error::GatewayError, tap::sse::SseSplitter};
 
 const KIND: &str = "gemini";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
     GatewayError::UnsupportedField { field: field.into(), provider_kind: KIND }
-}
-
-fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {
-    GatewayError::InvalidBody { param, why: why.into() }
 }
 
 const KNOWN: &[&str] = &[
@@ -33,15 +29,9 @@ const KNOWN: &[&str] = &[
 ];
 
 pub fn request(req: &Map<String, Value>) -> Result<Value, GatewayError> {
-    for k in req.keys() {
-        let harmless =
-            matches!((k.as_str(), &req[k]), ("n", Value::Number(n)) if n.as_u64() == Some(1)) || req[k].is_null();
-        if !KNOWN.contains(&k.as_str()) && !harmless {
-            return Err(unsupported(k.clone()));
-        }
-    }
+    check_fields(req, KNOWN, KIND)?;
     let mut config = Map::new();
-    if let Some(m) = req.get("max_completion_tokens").or_else(|| req.get("max_tokens")).and_then(Value::as_u64) {
+    if let Some(m) = max_tokens(req) {
         config.insert("maxOutputTokens".into(), m.into());
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
@@ -49,15 +39,8 @@ pub fn request(req: &Map<String, Value>) -> Result<Value, GatewayError> {
             config.insert(to.into(), v.clone());
         }
     }
-    match req.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            config.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => return Err(invalid("stop", "a string or an array of strings")),
+    if let Some(stop) = stop_list(req)? {
+        config.insert("stopSequences".into(), stop);
     }
     match req.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str) {
         None | Some("text") => {}
@@ -303,13 +286,7 @@ impl Stream {
     }
 
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.splitter.feed(data, &mut |e| {
-            if let Ok(v) = serde_json::from_slice::<Value>(e.data) {
-                events.push(v);
-            }
-        });
-        for v in events {
+        for v in sse_events(&mut self.splitter, data) {
             self.event(&v, out);
         }
     }

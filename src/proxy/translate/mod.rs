@@ -124,5 +124,46 @@ pub fn json_mode(body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Refuses fields outside `known` (a null value, or `n: 1`, is harmless).
+fn check_fields(req: &serde_json::Map<String, Value>, known: &[&str], kind: &'static str) -> Result<(), GatewayError> {
+    for (k, v) in req {
+        let harmless = v.is_null() || (k == "n" && v.as_u64() == Some(1));
+        if !known.contains(&k.as_str()) && !harmless {
+            return Err(GatewayError::UnsupportedField { field: k.clone(), provider_kind: kind });
+        }
+    }
+    Ok(())
+}
+
+fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {
+    GatewayError::InvalidBody { param, why: why.into() }
+}
+
+/// `stop` as a list of strings.
+fn stop_list(req: &serde_json::Map<String, Value>) -> Result<Option<Value>, GatewayError> {
+    match req.get("stop") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Value::Array(vec![Value::from(s.as_str())]))),
+        Some(Value::Array(a)) => Ok(Some(Value::Array(a.clone()))),
+        Some(_) => Err(invalid("stop", "a string or an array of strings")),
+    }
+}
+
+/// `max_completion_tokens`, or the older `max_tokens`.
+fn max_tokens(req: &serde_json::Map<String, Value>) -> Option<u64> {
+    req.get("max_completion_tokens").or_else(|| req.get("max_tokens")).and_then(Value::as_u64)
+}
+
+/// The JSON events in the next piece of an SSE body.
+fn sse_events(splitter: &mut crate::tap::sse::SseSplitter, data: &[u8]) -> Vec<Value> {
+    let mut events = Vec::new();
+    splitter.feed(data, &mut |e| {
+        if let Ok(v) = serde_json::from_slice::<Value>(e.data) {
+            events.push(v);
+        }
+    });
+    events
+}
+
 #[cfg(test)]
 mod tests;
