@@ -1,5 +1,6 @@
 //! The official `openai` Python SDK against the unified endpoint, for an
-//! OpenAI-kind upstream and an Anthropic one (both the built-in mock):
+//! OpenAI-kind upstream, an Anthropic one and a Gemini one (all the
+//! built-in mock):
 //! chat, stream, tools — every response and chunk must parse in the SDK.
 //!
 //! Needs a Python with `openai` installed: `.ci/run` makes
@@ -25,16 +26,17 @@ fn python() -> PathBuf {
 }
 
 #[test]
-fn openai_sdk_against_openai_and_anthropic_upstreams() {
+fn openai_sdk_against_openai_anthropic_and_gemini_upstreams() {
     let m = mock();
     let toml = format!(
-        "{}{}[routes.claude]\ntargets = [{{ provider = \"anth\", model = \"claude-x\" }}]\n",
+        "{}{}{}[routes.claude]\ntargets = [{{ provider = \"anth\", model = \"claude-x\" }}]\n",
         provider("mock", "mock", m.addr),
         provider("anth", "anthropic", m.addr),
+        provider("gem", "gemini", m.addr),
     );
     let gw = Gateway::start("", &toml);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk.py");
-    for model in ["mock/gpt-4o-mini", "anth/claude-x", "claude"] {
+    for model in ["mock/gpt-4o-mini", "anth/claude-x", "claude", "gem/gemini-x"] {
         let out =
             Command::new(python()).arg(&script).arg(format!("http://{}/v1", gw.addr)).arg(model).output().unwrap();
         assert!(

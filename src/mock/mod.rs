@@ -7,6 +7,8 @@
 //!   `stream_options.include_usage` is true) then `data: [DONE]`.
 //! - `POST …/messages`: Anthropic Messages, JSON, or SSE `message_start` …
 //!   `message_stop` with usage.
+//! - `POST …/models/{model}:generateContent` and `:streamGenerateContent`
+//!   (`alt=sse`): Gemini, JSON or SSE with `usageMetadata`.
 //! - `POST …/embeddings`, `GET …/models`: small OpenAI-shaped answers.
 //! - `… /echo`: the request as the mock received it, as JSON (tests check
 //!   what the gateway forwarded).
@@ -21,6 +23,7 @@
 //! after `x-mock-ttft-ms`).
 
 mod anthropic;
+mod gemini;
 mod openai;
 
 use std::{
@@ -208,6 +211,11 @@ pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bo
     match (method, path) {
         (b"POST", p) if p.ends_with(b"/chat/completions") => openai::chat(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b"/messages") => anthropic::messages(m, &req, &plan, io, keep_alive).await,
+        (b"POST", p) if p.ends_with(b":generateContent") || p.ends_with(b":streamGenerateContent") => {
+            let info = crate::analytics::request_body::gemini_path(p).unwrap_or_default();
+            let model = info.model.unwrap_or_default();
+            gemini::generate(m, &req, &plan, io, keep_alive, &model, info.stream).await
+        }
         (b"POST", p) if p.ends_with(b"/embeddings") => {
             let body = match parse_body(&req) {
                 Ok(v) => openai::embeddings(&v),
@@ -242,7 +250,11 @@ fn parse_body(req: &Request) -> Result<serde_json::Value, BytesMut> {
 /// `input` (embeddings), as compact JSON. Other fields (`stream_options`,
 /// sampling settings) are not part of the prompt, as with real providers.
 fn prompt_text(body: &serde_json::Value) -> String {
-    body.get("messages").or_else(|| body.get("input")).map(|m| m.to_string()).unwrap_or_default()
+    body.get("messages")
+        .or_else(|| body.get("input"))
+        .or_else(|| body.get("contents"))
+        .map(|m| m.to_string())
+        .unwrap_or_default()
 }
 
 /// Identical prompts get identical answers (ids included), so a response
