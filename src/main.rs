@@ -38,7 +38,7 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Run the built-in mock LLM upstream (OpenAI and Anthropic formats).
+    /// Run the built-in mock LLM upstream (OpenAI, Anthropic and Gemini formats).
     Mock {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
