@@ -290,3 +290,24 @@ fn purge_and_cache_metrics() {
     assert_eq!(send("a").header("x-aigw-cache-status"), Some("MISS"));
     assert_eq!(m.requests(), 5);
 }
+
+#[test]
+fn followers_finish_when_the_leader_client_leaves() {
+    let (gw, m) = cached_gateway("");
+    let headers = "x-mock-tokens: 8\r\nx-mock-delay-ms: 100\r\n";
+    let request = post_with("/mock/v1/chat/completions", &chat_stream("leader leaves"), headers);
+    let mut leader = Client::connect(gw.addr);
+    leader.send(&request);
+    let _ = leader.read_until(b"\n\n");
+    let mut follower = Client::connect(gw.addr);
+    follower.send(&request);
+    let _ = follower.read_until(b"\r\n\r\n");
+    // The leader's client goes away mid-stream.
+    drop(leader);
+    let rest = follower.read_until(b"[DONE]\n\n\r\n0\r\n\r\n");
+    assert!(String::from_utf8_lossy(&rest).matches("data: ").count() >= 7, "the follower got the whole stream");
+    // The answer was read to its end, so it was stored too.
+    let again = roundtrip(gw.addr, &request);
+    assert_eq!(again.header("x-aigw-cache-status"), Some("HIT"));
+    assert_eq!(m.requests(), 1);
+}

@@ -163,6 +163,11 @@ impl Leader {
         Leader { flight: Arc::default(), registry: None, max_bytes, abandoned: false }
     }
 
+    /// Whether identical requests are following this one.
+    pub fn has_followers(&self) -> bool {
+        self.flight.lock().followers > 0
+    }
+
     /// The answer is cacheable: followers get this head and then the body.
     pub fn head(&mut self, head: FlightHead) {
         let head = Arc::new(head);

@@ -55,6 +55,11 @@ enum End {
     /// cut short and its connection must close.
     UpstreamFailed,
     ClientGone,
+    /// The client left, but identical requests were following this one:
+    /// the upstream body was read to its end for them (and the cache).
+    ServedFollowers {
+        reusable: bool,
+    },
 }
 
 /// What the client was sent, for the request record.
@@ -199,7 +204,7 @@ pub async fn relay(
             relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut filter, &mut progress).await
         }
     };
-    let complete = matches!(end, End::Complete { .. });
+    let complete = matches!(end, End::Complete { .. } | End::ServedFollowers { .. });
     let (usage, estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
     if let Some(rec) = rec {
         rec.status = head.status;
@@ -215,7 +220,7 @@ pub async fn relay(
         rec.error = match end {
             End::Complete { .. } => None,
             End::UpstreamFailed => Some("upstream_cut_short"),
-            End::ClientGone => Some("client_disconnected"),
+            End::ClientGone | End::ServedFollowers { .. } => Some("client_disconnected"),
         };
     }
     if let Some(CacheFill { leader, key, ttl, headers }) = fill
@@ -248,6 +253,12 @@ pub async fn relay(
             Outcome::Close
         }
         End::ClientGone => Outcome::Close,
+        End::ServedFollowers { reusable } => {
+            if reusable && head.keep_alive {
+                w.pool.borrow_mut().put(up.index, conn);
+            }
+            Outcome::Close
+        }
     }
 }
 
@@ -268,6 +279,9 @@ async fn relay_length(
     progress: &mut Progress,
 ) -> End {
     let mut left = n;
+    // The client left while identical requests follow: read on for them.
+    let mut client_gone = false;
+    let followers = |leader: &Option<&mut Leader>| leader.as_ref().is_some_and(|l| l.has_followers());
     loop {
         let take = conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         left -= take as u64;
@@ -277,33 +291,43 @@ async fn relay_length(
         if let Some(l) = leader.as_deref_mut() {
             l.data(&conn.buf[..take]);
         }
-        if left == 0 && out.len() + take <= COALESCE {
+        if client_gone {
+            conn.buf.advance(take);
+        } else if left == 0 && out.len() + take <= COALESCE {
             out.extend_from_slice(&conn.buf[..take]);
             conn.buf.advance(take);
-            let reusable = conn.buf.is_empty();
             let len = out.len();
-            if !io.send(out).await {
-                return End::ClientGone;
+            if io.send(std::mem::take(&mut out)).await {
+                progress.sent(len);
+            } else {
+                client_gone = true;
             }
-            progress.sent(len);
-            return End::Complete { reusable };
+        } else {
+            if !out.is_empty() {
+                let len = out.len();
+                if io.send(std::mem::take(&mut out)).await {
+                    progress.sent(len);
+                } else {
+                    client_gone = true;
+                }
+            }
+            if take > 0 {
+                let chunk = conn.buf.split_to(take).freeze();
+                if client_gone {
+                    // Dropped: only the followers need it (they got it above).
+                } else if io.send(chunk).await {
+                    progress.sent(take);
+                } else {
+                    client_gone = true;
+                }
+            }
         }
-        if !out.is_empty() {
-            let len = out.len();
-            if !io.send(std::mem::take(&mut out)).await {
-                return End::ClientGone;
-            }
-            progress.sent(len);
-        }
-        if take > 0 {
-            let chunk = conn.buf.split_to(take).freeze();
-            if !io.send(chunk).await {
-                return End::ClientGone;
-            }
-            progress.sent(take);
+        if client_gone && !followers(&leader) {
+            return End::ClientGone;
         }
         if left == 0 {
-            return End::Complete { reusable: conn.buf.is_empty() };
+            let reusable = conn.buf.is_empty();
+            return if client_gone { End::ServedFollowers { reusable } } else { End::Complete { reusable } };
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, conn.read_more()).await {
@@ -328,6 +352,11 @@ struct Filter<'a> {
 }
 
 impl Filter<'_> {
+    /// Identical requests are following this one (see `End::ServedFollowers`).
+    fn has_followers(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| l.has_followers())
+    }
+
     fn put(&mut self, out: &mut BytesMut, data: &[u8], chunked_out: bool) {
         if let Some(t) = self.tap.as_mut() {
             t.observe(data);
@@ -430,6 +459,9 @@ async fn relay_stream(
         }
     });
 
+    // Set when the client left while identical requests follow this one:
+    // the upstream is read to its end for them; nothing more is written.
+    let mut client_gone = false;
     let end = loop {
         let done = match frame(conn, &mut decoder, &mut out, chunked_out, filter) {
             Ok(done) => done,
@@ -441,22 +473,32 @@ async fn relay_stream(
                 out.extend_from_slice(write::LAST_CHUNK);
             }
             let reusable = conn.buf.is_empty();
+            if client_gone {
+                break End::ServedFollowers { reusable };
+            }
             let len = out.len();
             let sent = wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
             if sent {
                 progress.sent(len);
             }
-            break if sent { End::Complete { reusable } } else { End::ClientGone };
+            break match (sent, filter.has_followers()) {
+                (true, _) => End::Complete { reusable },
+                (false, true) => End::ServedFollowers { reusable },
+                (false, false) => End::ClientGone,
+            };
         }
-        if !out.is_empty() {
+        if client_gone {
+            out.clear();
+        } else if !out.is_empty() {
             let len = out.len();
             let (res, back) = wr.write_all(std::mem::take(&mut out)).await;
-            if res.is_err() {
-                break End::ClientGone;
-            }
-            progress.sent(len);
             out = back;
             out.clear();
+            match (res.is_ok(), filter.has_followers()) {
+                (true, _) => progress.sent(len),
+                (false, true) => client_gone = true,
+                (false, false) => break End::ClientGone,
+            }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         let mut read = pin!(monoio::time::timeout(wait, conn.read_more()));
@@ -472,7 +514,11 @@ async fn relay_stream(
                 }
                 Either::Right(_) => {
                     watching = false;
-                    break End::ClientGone;
+                    if !filter.has_followers() {
+                        break End::ClientGone;
+                    }
+                    client_gone = true;
+                    read.await
                 }
             }
         } else {
@@ -484,6 +530,9 @@ async fn relay_stream(
                 filter.end(&mut out, chunked_out);
                 if chunked_out {
                     out.extend_from_slice(write::LAST_CHUNK);
+                }
+                if client_gone {
+                    break End::ServedFollowers { reusable: false };
                 }
                 let len = out.len();
                 let sent = out.is_empty() || wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
