@@ -81,5 +81,28 @@ fn usage_extraction(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tap_throughput, usage_extraction);
+/// The unified endpoint's stream translation (Anthropic events → OpenAI
+/// chunks), per event: it runs on every event of a translated stream, on
+/// top of the tap.
+fn translation(c: &mut Criterion) {
+    use aigw::proxy::translate::{StreamTranslator, Translation};
+    let body = anthropic_transcript(1000);
+    let mut g = c.benchmark_group("translate");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("anthropic_1000_events_to_openai_chunks", |b| {
+        b.iter(|| {
+            let mut t =
+                StreamTranslator::new(Translation::Anthropic, "claude", true, false).unwrap_or_else(|| unreachable!());
+            let mut out = Vec::with_capacity(256 * 1024);
+            for piece in black_box(&body).chunks(240) {
+                t.feed(piece, &mut out);
+            }
+            t.finish(&mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tap_throughput, usage_extraction, translation);
 criterion_main!(benches);

@@ -293,7 +293,7 @@ pub fn response(v: &Value, model: &str, json_mode: bool) -> Option<Value> {
 /// Anthropic SSE → OpenAI chunks, event by event.
 pub struct Stream {
     splitter: SseSplitter,
-    id: String,
+    chunks: openai::Chunks,
     model: String,
     include_usage: bool,
     json_mode: bool,
@@ -309,7 +309,7 @@ impl Stream {
     pub fn new(model: &str, include_usage: bool, json_mode: bool) -> Stream {
         Stream {
             splitter: SseSplitter::new(),
-            id: String::new(),
+            chunks: openai::Chunks::new("", model),
             model: model.to_string(),
             include_usage,
             json_mode,
@@ -331,13 +331,13 @@ impl Stream {
         match v["type"].as_str() {
             Some("message_start") => {
                 let m = &v["message"];
-                self.id = m["id"].as_str().unwrap_or("").to_string();
                 if let Some(model) = m["model"].as_str() {
                     self.model = model.to_string();
                 }
+                self.chunks = openai::Chunks::new(m["id"].as_str().unwrap_or(""), &self.model);
                 let (i, _, c) = usage_of(&m["usage"]);
                 self.usage = (i, 0, c);
-                openai::chunk_event(out, &self.id, &self.model, json!({ "role": "assistant", "content": "" }), None);
+                self.chunks.delta(out, &json!({ "role": "assistant", "content": "" }), None);
             }
             Some("content_block_start") => {
                 let b = &v["content_block"];
@@ -346,7 +346,7 @@ impl Stream {
                     self.tools += 1;
                     self.blocks.push(Some(index));
                     let call = json!({ "index": index, "id": b["id"], "type": "function", "function": { "name": b["name"], "arguments": "" } });
-                    openai::chunk_event(out, &self.id, &self.model, json!({ "tool_calls": [call] }), None);
+                    self.chunks.delta(out, &json!({ "tool_calls": [call] }), None);
                 } else {
                     self.blocks.push(None);
                 }
@@ -355,7 +355,7 @@ impl Stream {
                 let block = v["index"].as_u64().and_then(|i| self.blocks.get(i as usize).copied()).flatten();
                 let d = &v["delta"];
                 let delta = match (d["type"].as_str(), block) {
-                    (Some("text_delta"), _) => json!({ "content": d["text"] }),
+                    (Some("text_delta"), _) => return self.chunks.content(out, d["text"].as_str().unwrap_or("")),
                     (Some("input_json_delta"), Some(index)) => {
                         json!({ "tool_calls": [{ "index": index, "function": { "arguments": d["partial_json"] } }] })
                     }
@@ -364,14 +364,14 @@ impl Stream {
                     (Some("thinking_delta"), _) => json!({ "reasoning_content": d["thinking"] }),
                     _ => return,
                 };
-                openai::chunk_event(out, &self.id, &self.model, delta, None);
+                self.chunks.delta(out, &delta, None);
             }
             Some("message_delta") => {
                 let (_, output, _) = usage_of(&v["usage"]);
                 self.usage.1 = self.usage.1.max(output);
                 let finish = finish_reason(v["delta"]["stop_reason"].as_str(), self.json_mode);
                 self.finish = Some(finish);
-                openai::chunk_event(out, &self.id, &self.model, json!({}), Some(finish));
+                self.chunks.delta(out, &json!({}), Some(finish));
             }
             Some("message_stop") => self.finish(out),
             Some("error") => {
@@ -389,7 +389,7 @@ impl Stream {
         self.done = true;
         if self.include_usage {
             let (i, o, c) = self.usage;
-            openai::usage_event(out, &self.id, &self.model, openai::usage(i, o, c));
+            self.chunks.usage(out, &openai::usage(i, o, c));
         }
         openai::done(out);
     }

@@ -262,7 +262,7 @@ pub fn response(v: &Value, model: &str) -> Option<Value> {
 /// Gemini SSE (`alt=sse`) → OpenAI chunks.
 pub struct Stream {
     splitter: SseSplitter,
-    id: String,
+    chunks: openai::Chunks,
     model: String,
     include_usage: bool,
     started: bool,
@@ -275,7 +275,7 @@ impl Stream {
     pub fn new(model: &str, include_usage: bool) -> Stream {
         Stream {
             splitter: SseSplitter::new(),
-            id: "chatcmpl-gemini".into(),
+            chunks: openai::Chunks::new("chatcmpl-gemini", model),
             model: model.to_string(),
             include_usage,
             started: false,
@@ -294,13 +294,13 @@ impl Stream {
     fn event(&mut self, v: &Value, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            if let Some(id) = v["responseId"].as_str() {
-                self.id = format!("chatcmpl-{id}");
-            }
             if let Some(m) = v["modelVersion"].as_str() {
                 self.model = m.to_string();
             }
-            openai::chunk_event(out, &self.id, &self.model, json!({ "role": "assistant", "content": "" }), None);
+            let id =
+                v["responseId"].as_str().map_or_else(|| "chatcmpl-gemini".to_string(), |id| format!("chatcmpl-{id}"));
+            self.chunks = openai::Chunks::new(&id, &self.model);
+            self.chunks.delta(out, &json!({ "role": "assistant", "content": "" }), None);
         }
         if !v["usageMetadata"].is_null() {
             self.usage = usage_of(&v["usageMetadata"]);
@@ -310,14 +310,14 @@ impl Stream {
         let (text, calls) = split_parts(&parts, self.tools);
         self.tools += calls.len();
         if !text.is_empty() {
-            openai::chunk_event(out, &self.id, &self.model, json!({ "content": text }), None);
+            self.chunks.content(out, &text);
         }
         if !calls.is_empty() {
-            openai::chunk_event(out, &self.id, &self.model, json!({ "tool_calls": calls }), None);
+            self.chunks.delta(out, &json!({ "tool_calls": calls }), None);
         }
         if let Some(r) = cand["finishReason"].as_str() {
             let finish = finish_reason(Some(r), self.tools > 0);
-            openai::chunk_event(out, &self.id, &self.model, json!({}), Some(finish));
+            self.chunks.delta(out, &json!({}), Some(finish));
         }
     }
 
@@ -328,7 +328,7 @@ impl Stream {
         self.done = true;
         if self.include_usage {
             let (i, o, c) = self.usage;
-            openai::usage_event(out, &self.id, &self.model, openai::usage(i, o, c));
+            self.chunks.usage(out, &openai::usage(i, o, c));
         }
         openai::done(out);
     }

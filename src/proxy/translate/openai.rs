@@ -8,28 +8,50 @@ pub fn now() -> u64 {
     crate::cache::entry::now_unix_ms() / 1000
 }
 
-/// One `data: {chunk}\n\n` event.
-pub fn chunk_event(out: &mut Vec<u8>, id: &str, model: &str, delta: Value, finish: Option<&str>) {
-    let v = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": now(),
-        "model": model,
-        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
-    });
-    event(out, &v);
+/// Writes a stream's `chat.completion.chunk` events. The part every chunk
+/// shares (`id`, `created`, `model`) is rendered once per stream.
+pub struct Chunks {
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,`
+    prefix: Vec<u8>,
 }
 
-pub fn usage_event(out: &mut Vec<u8>, id: &str, model: &str, usage: Value) {
-    let v = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": now(),
-        "model": model,
-        "choices": [],
-        "usage": usage,
-    });
-    event(out, &v);
+impl Chunks {
+    pub fn new(id: &str, model: &str) -> Chunks {
+        let mut prefix = b"data: {\"id\":".to_vec();
+        let _ = serde_json::to_writer(&mut prefix, id);
+        prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        prefix.extend_from_slice(now().to_string().as_bytes());
+        prefix.extend_from_slice(b",\"model\":");
+        let _ = serde_json::to_writer(&mut prefix, model);
+        prefix.push(b',');
+        Chunks { prefix }
+    }
+
+    /// One chunk with this `delta` and `finish_reason`.
+    pub fn delta(&self, out: &mut Vec<u8>, delta: &Value, finish: Option<&str>) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
+        let _ = serde_json::to_writer(&mut *out, delta);
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        let _ = serde_json::to_writer(&mut *out, &finish);
+        out.extend_from_slice(b"}]}\n\n");
+    }
+
+    /// A content delta: the hot path of a translated stream.
+    pub fn content(&self, out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+        let _ = serde_json::to_writer(&mut *out, text);
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    }
+
+    /// The usage chunk (`choices: []`).
+    pub fn usage(&self, out: &mut Vec<u8>, usage: &Value) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"\"choices\":[],\"usage\":");
+        let _ = serde_json::to_writer(&mut *out, usage);
+        out.extend_from_slice(b"}\n\n");
+    }
 }
 
 pub fn event(out: &mut Vec<u8>, v: &Value) {
