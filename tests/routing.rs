@@ -147,7 +147,7 @@ fn prefix_affinity_is_sticky_and_even() {
 fn anthropic_target_through_the_unified_endpoint() {
     let m = mock();
     let toml = format!(
-        "{}[routes.claude]\ntargets = [{{ provider = \"anth\", model = \"claude-x\" }}]\n",
+        "{}models = [\"claude-y\"]\n[routes.claude]\ntargets = [{{ provider = \"anth\", model = \"claude-x\" }}]\n",
         provider("anth", "anthropic", m.addr)
     );
     let gw = Gateway::start("", &toml);
@@ -188,7 +188,7 @@ fn anthropic_target_through_the_unified_endpoint() {
     // /v1/models lists routes and their targets.
     let models = roundtrip(gw.addr, &get("/v1/models")).json();
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["claude", "anth/claude-x"]);
+    assert_eq!(ids, vec!["claude", "anth/claude-x", "anth/claude-y"]);
     // The log names the target that answered, with its usage.
     assert!(eventually(Duration::from_secs(5), || {
         let logs = roundtrip(gw.admin, &get("/admin/logs?limit=10&provider=anth")).json();

@@ -158,6 +158,8 @@ pub struct Provider {
     pub cache_ttl: Option<Duration>,
     /// Attempts on this provider alone (pass-through), 1 = no retries.
     pub max_attempts: u32,
+    /// Models listed by `GET /v1/models` as `provider/model`.
+    pub models: Vec<String>,
     /// Consecutive failures that eject the provider from routes.
     pub failure_threshold: u32,
     /// How long an ejected provider is skipped before a probe.
@@ -554,6 +556,7 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         tls_ca_file: raw.tls_ca_file,
         cache_ttl: raw.cache_ttl,
         max_attempts: raw.max_attempts.unwrap_or(1),
+        models: raw.models,
         failure_threshold: raw.failure_threshold.unwrap_or(5),
         cooldown: raw.cooldown.unwrap_or(Duration::from_secs(30)),
         name,

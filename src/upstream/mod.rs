@@ -51,6 +51,8 @@ pub struct Upstream {
     pub cache_ttl: Option<std::time::Duration>,
     /// Attempts on this provider alone (pass-through).
     pub max_attempts: u32,
+    /// `models`, for `GET /v1/models`.
+    pub models: Vec<String>,
     addrs: RwLock<Arc<[SocketAddr]>>,
 }
 
@@ -120,6 +122,7 @@ impl Upstream {
             tls,
             cache_ttl: p.cache_ttl,
             max_attempts: p.max_attempts,
+            models: p.models.clone(),
             addrs: RwLock::new(addrs),
             url,
         })
