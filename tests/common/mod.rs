@@ -441,27 +441,36 @@ impl RedisServer {
                 .expect("redis-server must be installed (apt-get install redis-server; .ci/run does)");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut server = RedisServer { addr, child };
-            if eventually(Duration::from_secs(5), || TcpStream::connect(addr).is_ok()) {
+            // Ours must be the one answering: two tests starting at once can
+            // pick the same free port, and the loser's server exits.
+            let pid = format!("process_id:{}", server.child.id());
+            if eventually(Duration::from_secs(5), || {
+                server.try_command(&["INFO", "server"]).is_some_and(|info| info.contains(&pid))
+            }) {
                 return server;
             }
-            // The port was taken between our probe and redis binding it.
             let _ = server.child.kill();
+            let _ = server.child.wait();
         }
         panic!("redis-server did not start");
     }
 
-    /// Runs a command with redis-cli-free raw RESP and returns the reply.
+    /// Runs a command over raw RESP and returns the reply's first bytes.
     pub fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(self.addr).unwrap();
+        self.try_command(args).unwrap()
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(self.addr).ok()?;
         let mut out = format!("*{}\r\n", args.len());
         for a in args {
             out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        s.write_all(out.as_bytes()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(out.as_bytes()).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
     pub fn stop(mut self) {
