@@ -328,6 +328,10 @@ impl Stream {
     }
 
     fn event(&mut self, v: &Value, out: &mut Vec<u8>) {
+        // After message_stop the stream is over: nothing follows [DONE].
+        if self.done {
+            return;
+        }
         match v["type"].as_str() {
             Some("message_start") => {
                 let m = &v["message"];

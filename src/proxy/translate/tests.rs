@@ -239,3 +239,14 @@ fn json_mode_and_gemini_streamed_tool_calls() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((status, v["error"]["code"].as_str()), (429, Some("resource_exhausted")));
 }
+
+#[test]
+fn nothing_follows_done() {
+    // Found by the `stream` fuzz target: events after message_stop used to
+    // produce chunks after [DONE].
+    let mut s = StreamTranslator::new(Translation::Anthropic, "m", false, false).unwrap();
+    let mut out = Vec::new();
+    s.feed(include_bytes!("../../../fuzz/seeds/stream/after_stop.sse"), &mut out);
+    s.finish(&mut out);
+    assert_eq!(String::from_utf8(out).unwrap(), "data: [DONE]\n\n");
+}
