@@ -51,6 +51,14 @@ pub fn request(
             Ok((Bytes::from(out.to_string()), b"/v1/messages".to_vec()))
         }
         Translation::Gemini => {
+            // The model goes into the upstream's request line: only the
+            // characters model names use, nothing that could end the path.
+            if model.is_empty() || !model.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                return Err(GatewayError::InvalidBody {
+                    param: "model",
+                    why: format!("`{model}` is not a Gemini model name"),
+                });
+            }
             let out = gemini::request(obj)?;
             let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             Ok((Bytes::from(out.to_string()), format!("/v1beta/models/{model}:{method}").into_bytes()))

@@ -250,3 +250,15 @@ fn nothing_follows_done() {
     s.finish(&mut out);
     assert_eq!(String::from_utf8(out).unwrap(), "data: [DONE]\n\n");
 }
+
+#[test]
+fn gemini_model_names_cannot_reach_the_request_line() {
+    let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(request(Translation::Gemini, body, Some("gemini-2.5-flash"), false).is_ok());
+    for bad in ["x HTTP/1.1\r\nHost: evil", "../../v1/secret", "a?key=1", ""] {
+        assert!(
+            matches!(request(Translation::Gemini, body, Some(bad), false), Err(GatewayError::InvalidBody { .. })),
+            "{bad:?}"
+        );
+    }
+}
