@@ -243,6 +243,11 @@ fn admin_token_guards_everything_but_health() {
     assert_eq!(metrics("Authorization: Bearer wrong\r\n"), 401);
     assert_eq!(metrics("Authorization: Bearer s3cret-token\r\n"), 200);
     assert_eq!(roundtrip(gw.admin, &get("/healthz")).status, 200);
+    // The dashboard page is open; the stats it reads are not.
+    let page = roundtrip(gw.admin, &get("/dashboard"));
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(String::from_utf8_lossy(&page.body).contains("fetch(\"/admin/stats\""));
+    assert_eq!(roundtrip(gw.admin, &get("/admin/stats")).status, 401);
     let raw = b"POST /admin/cache/purge HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(roundtrip(gw.admin, raw).status, 401);
 }

@@ -29,7 +29,9 @@ pub struct AdminCtx {
 pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
     let target = req.head.target();
     let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-    let open = matches!(path, b"/healthz" | b"/readyz");
+    // The dashboard page itself holds nothing: it fetches /admin/stats,
+    // which the token guards.
+    let open = matches!(path, b"/healthz" | b"/readyz" | b"/dashboard");
     if let Some(token) = &a.token
         && !open
         && !token_matches(&req, token)
@@ -58,7 +60,16 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
         (b"GET", b"/metrics") if a.analytics.is_some() => {
             let body =
                 a.analytics.as_ref().map(|an| metrics(an, a.cache.as_ref(), a.limiter.as_ref())).unwrap_or_default();
-            return send(io, text_response(&body, &req, keep_alive), keep_alive).await;
+            return send(
+                io,
+                body_response(b"text/plain; version=0.0.4; charset=utf-8", &body, &req, keep_alive),
+                keep_alive,
+            )
+            .await;
+        }
+        (b"GET", b"/dashboard") => {
+            let resp = body_response(b"text/html; charset=utf-8", DASHBOARD, &req, keep_alive);
+            return send(io, resp, keep_alive).await;
         }
         (b"GET", b"/admin/stats") if a.analytics.is_some() => {
             (200, a.analytics.as_ref().map(|an| stats(an, a)).unwrap_or_default())
@@ -89,10 +100,14 @@ async fn send(io: &mut ClientIo, resp: bytes::BytesMut, keep_alive: bool) -> Res
     Ok(if io.send(resp).await && keep_alive { Outcome::Reusable } else { Outcome::Close })
 }
 
-fn text_response(body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut {
+/// `/dashboard`: one static page that reads /admin/stats every 2 s.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// A 200 with a body of this content type.
+fn body_response(content_type: &[u8], body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut {
     let mut out = bytes::BytesMut::with_capacity(body.len() + 200);
     write::status_line(&mut out, req.head.version(), 200, b"");
-    write::header(&mut out, b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8");
+    write::header(&mut out, b"Content-Type", content_type);
     write::header_u64(&mut out, b"Content-Length", body.len() as u64);
     if !keep_alive {
         write::header(&mut out, b"Connection", b"close");
