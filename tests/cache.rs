@@ -280,12 +280,18 @@ fn purge_and_cache_metrics() {
         let raw = format!("POST /admin/cache/purge{query} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         roundtrip(gw.admin, raw.as_bytes())
     };
+    // A streamed answer is stored just after its last chunk goes out (a
+    // whole small answer before it): wait for the store before purging.
+    let entries =
+        |n: f64| eventually(Duration::from_secs(2), || metric(&metrics_text(gw.admin), "aigw_cache_entries ") == n);
     assert_eq!(purge("?key=nothex").status, 400);
     assert_eq!(purge(&format!("?key={key}")).json()["purged"], 1);
     assert_eq!(send("a").header("x-aigw-cache-status"), Some("MISS"));
     assert_eq!(send("b").header("x-aigw-cache-status"), Some("HIT"));
+    assert!(entries(2.0));
     assert_eq!(purge("?provider=mock").json()["purged"], 2);
     assert_eq!(send("b").header("x-aigw-cache-status"), Some("MISS"));
+    assert!(entries(1.0));
     assert_eq!(purge("").json()["purged"], 1);
     assert_eq!(send("a").header("x-aigw-cache-status"), Some("MISS"));
     assert_eq!(m.requests(), 5);

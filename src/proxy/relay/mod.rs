@@ -60,6 +60,12 @@ enum End {
     ServedFollowers {
         reusable: bool,
     },
+    /// The whole (small) answer is in `out`, not yet sent: the caller
+    /// stores it first, so a request right behind this one hits.
+    Ready {
+        reusable: bool,
+        out: BytesMut,
+    },
 }
 
 /// What the client was sent, for the request record.
@@ -204,25 +210,12 @@ pub async fn relay(
             relay_stream(io, &mut conn, out, chunked_in, chunked_out, deadline, &mut filter, &mut progress).await
         }
     };
+    let (mut end, pending) = match end {
+        End::Ready { reusable, out } => (End::Complete { reusable }, Some(out)),
+        other => (other, None),
+    };
     let complete = matches!(end, End::Complete { .. } | End::ServedFollowers { .. });
     let (usage, estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
-    if let Some(rec) = rec {
-        rec.status = head.status;
-        rec.attempts = attempts;
-        rec.bytes_out = progress.bytes_out;
-        rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
-        (rec.usage, rec.estimated) = (usage, estimated);
-        rec.response_body = tap.as_ref().and_then(Tap::captured);
-        rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
-            (Some(u), Some(model)) => w.shared.prices.cost(model, u),
-            _ => None,
-        };
-        rec.error = match end {
-            End::Complete { .. } => None,
-            End::UpstreamFailed => Some("upstream_cut_short"),
-            End::ClientGone | End::ServedFollowers { .. } => Some("client_disconnected"),
-        };
-    }
     if let Some(CacheFill { leader, key, ttl, headers }) = fill
         && complete
     {
@@ -241,6 +234,33 @@ pub async fn relay(
             w.shared.cache.put(key, entry);
         }
     }
+    if let Some(out) = pending {
+        let len = out.len();
+        if io.send(out).await {
+            progress.sent(len);
+        } else if let End::Complete { reusable } = end {
+            // The answer was whole (and stored): only the client is gone.
+            end = End::ServedFollowers { reusable };
+        }
+    }
+    if let Some(rec) = rec {
+        rec.status = head.status;
+        rec.attempts = attempts;
+        rec.bytes_out = progress.bytes_out;
+        rec.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
+        (rec.usage, rec.estimated) = (usage, estimated);
+        rec.response_body = tap.as_ref().and_then(Tap::captured);
+        rec.cost_usd = match (&rec.usage, rec.model.as_deref()) {
+            (Some(u), Some(model)) => w.shared.prices.cost(model, u),
+            _ => None,
+        };
+        rec.error = match end {
+            End::Complete { .. } => None,
+            End::UpstreamFailed => Some("upstream_cut_short"),
+            End::ClientGone | End::ServedFollowers { .. } => Some("client_disconnected"),
+            End::Ready { .. } => None,
+        };
+    }
     match end {
         End::Complete { reusable } => {
             if reusable && head.keep_alive {
@@ -252,7 +272,7 @@ pub async fn relay(
             log::warn!("provider {}: response cut short (request {})", up.name, req.id.as_str());
             Outcome::Close
         }
-        End::ClientGone => Outcome::Close,
+        End::ClientGone | End::Ready { .. } => Outcome::Close,
         End::ServedFollowers { reusable } => {
             if reusable && head.keep_alive {
                 w.pool.borrow_mut().put(up.index, conn);
@@ -296,12 +316,7 @@ async fn relay_length(
         } else if left == 0 && out.len() + take <= COALESCE {
             out.extend_from_slice(&conn.buf[..take]);
             conn.buf.advance(take);
-            let len = out.len();
-            if io.send(std::mem::take(&mut out)).await {
-                progress.sent(len);
-            } else {
-                client_gone = true;
-            }
+            return End::Ready { reusable: conn.buf.is_empty(), out };
         } else {
             if !out.is_empty() {
                 let len = out.len();
