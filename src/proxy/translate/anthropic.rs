@@ -12,31 +12,15 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 const JSON_TOOL: &str = "json_output";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
-    GatewayError::UnsupportedField { field: field.into(), provider_kind: KIND }
+    super::unsupported(KIND, field)
 }
 
-/// Fields an OpenAI request may carry that have a translation (or are the
-/// gateway's to consume). Anything else is refused.
-const KNOWN: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "user",
-    "metadata",
-];
+/// Fields beyond the common ones Anthropic requests translate (or the
+/// gateway consumes). Anything else is refused.
+const EXTRA_FIELDS: &[&str] = &["parallel_tool_calls", "user"];
 
 pub fn request(req: &Map<String, Value>, model: &str) -> Result<Value, GatewayError> {
-    check_fields(req, KNOWN, KIND)?;
+    check_fields(req, EXTRA_FIELDS, KIND)?;
     let mut out = Map::new();
     out.insert("model".into(), model.into());
     out.insert("max_tokens".into(), max_tokens(req).unwrap_or(DEFAULT_MAX_TOKENS).into());
@@ -391,10 +375,6 @@ impl Stream {
             return;
         }
         self.done = true;
-        if self.include_usage {
-            let (i, o, c) = self.usage;
-            self.chunks.usage(out, &openai::usage(i, o, c));
-        }
-        openai::done(out);
+        self.chunks.end(out, self.include_usage.then_some(self.usage));
     }
 }

@@ -10,26 +10,14 @@ use crate::{error::GatewayError, tap::sse::SseSplitter};
 const KIND: &str = "gemini";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
-    GatewayError::UnsupportedField { field: field.into(), provider_kind: KIND }
+    super::unsupported(KIND, field)
 }
 
-const KNOWN: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "tools",
-    "tool_choice",
-    "response_format",
-];
+/// Gemini translates only the common fields.
+const EXTRA_FIELDS: &[&str] = &[];
 
 pub fn request(req: &Map<String, Value>) -> Result<Value, GatewayError> {
-    check_fields(req, KNOWN, KIND)?;
+    check_fields(req, EXTRA_FIELDS, KIND)?;
     let mut config = Map::new();
     if let Some(m) = max_tokens(req) {
         config.insert("maxOutputTokens".into(), m.into());
@@ -326,10 +314,6 @@ impl Stream {
             return;
         }
         self.done = true;
-        if self.include_usage {
-            let (i, o, c) = self.usage;
-            self.chunks.usage(out, &openai::usage(i, o, c));
-        }
-        openai::done(out);
+        self.chunks.end(out, self.include_usage.then_some(self.usage));
     }
 }

@@ -132,15 +132,36 @@ pub fn json_mode(body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// Refuses fields outside `known` (a null value, or `n: 1`, is harmless).
-fn check_fields(req: &serde_json::Map<String, Value>, known: &[&str], kind: &'static str) -> Result<(), GatewayError> {
+/// Request fields every translation handles.
+const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "response_format",
+];
+
+/// Refuses fields outside the common ones and `extra` (a null value, or
+/// `n: 1`, is harmless).
+fn check_fields(req: &serde_json::Map<String, Value>, extra: &[&str], kind: &'static str) -> Result<(), GatewayError> {
     for (k, v) in req {
         let harmless = v.is_null() || (k == "n" && v.as_u64() == Some(1));
-        if !known.contains(&k.as_str()) && !harmless {
-            return Err(GatewayError::UnsupportedField { field: k.clone(), provider_kind: kind });
+        if !COMMON_FIELDS.contains(&k.as_str()) && !extra.contains(&k.as_str()) && !harmless {
+            return Err(unsupported(kind, k.clone()));
         }
     }
     Ok(())
+}
+
+fn unsupported(kind: &'static str, field: impl Into<String>) -> GatewayError {
+    GatewayError::UnsupportedField { field: field.into(), provider_kind: kind }
 }
 
 fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {

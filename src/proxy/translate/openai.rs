@@ -45,6 +45,15 @@ impl Chunks {
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
     }
 
+    /// The end of a stream: the usage chunk (when the client asked for it)
+    /// from (input, output, cached input) tokens, then `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Option<(u64, u64, u64)>) {
+        if let Some((i, o, c)) = usage {
+            self.usage(out, &self::usage(i, o, c));
+        }
+        done(out);
+    }
+
     /// The usage chunk (`choices: []`).
     pub fn usage(&self, out: &mut Vec<u8>, usage: &Value) {
         out.extend_from_slice(&self.prefix);
