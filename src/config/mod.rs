@@ -218,9 +218,6 @@ impl Errors {
     }
 }
 
-/// Sections that later versions add; named so the error can say so.
-const FUTURE_SECTIONS: &[&str] = &[];
-
 impl Config {
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
         Config::from_toml(EMBEDDED_DEFAULT)
@@ -304,7 +301,6 @@ impl Config {
                     }
                     _ => errors.push("providers", "must be a table of [providers.NAME] sections"),
                 },
-                k if FUTURE_SECTIONS.contains(&k) => errors.push(k, "not supported by this version of aigw"),
                 k => errors.push(k, "unknown section"),
             }
         }
