@@ -202,6 +202,26 @@ fn through_first_user(array: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Whether `response_format` asks for JSON (a `type` other than "text"),
+/// which Anthropic targets answer through a forced tool. Top level only,
+/// like everything here: no full parse of the body.
+pub fn json_output(body: &[u8]) -> bool {
+    let mut json = false;
+    for_each_member(body, |key, value| {
+        if key != b"response_format" {
+            return true;
+        }
+        let _ = for_each_member(value, |k, v| {
+            if k == b"type" {
+                json = v.first() == Some(&b'"') && v != b"\"text\"";
+            }
+            k != b"type"
+        });
+        false
+    });
+    json
+}
+
 /// The output cap a request sets: `max_tokens` (chat completions,
 /// Anthropic), `max_completion_tokens`, `max_output_tokens` (Responses) or
 /// Gemini's `generationConfig.maxOutputTokens`.
@@ -283,6 +303,14 @@ mod tests {
         assert_eq!(prompt_prefix(t1, 4096), prompt_prefix(t2, 4096));
         assert_eq!(prompt_prefix(t1, 4096), br#"[{"role":"system","content":"S"},{"role":"user","content":"q1"}"#);
         assert_eq!(model_span(br#"{"model":5}"#), None);
+    }
+
+    #[test]
+    fn json_output_requests() {
+        assert!(json_output(br#"{"model":"m","response_format":{"type":"json_object"}}"#));
+        assert!(json_output(br#"{"response_format":{"json_schema":{"type":"text"},"type":"json_schema"}}"#));
+        assert!(!json_output(br#"{"response_format":{"type":"text"}}"#));
+        assert!(!json_output(br#"{"messages":[{"response_format":{"type":"json_object"}}]}"#));
     }
 
     #[test]

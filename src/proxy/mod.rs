@@ -114,7 +114,8 @@ async fn forward(
     mut rec: Option<&mut Record>,
     admitted: &mut access::Admitted,
 ) -> Result<Outcome, GatewayError> {
-    let resolved = resolve::resolve(w, req)?;
+    let scanned = request_body::scan(&req.body);
+    let resolved = resolve::resolve(w, req, scanned.model.as_deref())?;
     if resolved.api == Api::Models {
         let body = models::list(w);
         let resp = crate::error::json_response_with(
@@ -131,11 +132,8 @@ async fn forward(
         resolved.candidates.first().ok_or_else(|| GatewayError::NoSuchRoute { name: resolved.label.clone() })?;
     let single_gemini =
         resolved.route.is_none() && resolved.api == Api::Passthrough && first.up.kind == ProviderKind::Gemini;
-    let info = if single_gemini {
-        request_body::gemini_path(resolved.rest).unwrap_or_default()
-    } else {
-        request_body::scan(&req.body)
-    };
+    // Gemini's native API names the model in the path, not the body.
+    let info = if single_gemini { request_body::gemini_path(resolved.rest).unwrap_or_default() } else { scanned };
     if let Some(r) = rec.as_deref_mut() {
         r.provider = Some(first.up.label.clone());
         r.model = first.model.clone().or_else(|| info.model.clone());
@@ -238,8 +236,10 @@ async fn forward(
             let prefix = request_body::prompt_prefix(&req.body, 2048);
             w.shared.router.order(route, prefix, crate::cache::entry::now_unix_ms())
         }
-        None => vec![0],
+        None => Vec::new(),
     };
+    // A single target: no route order to compute.
+    let order: &[usize] = if order.is_empty() { &[0] } else { &order };
     let key_header = admitted.key_header;
     let build = |c: &resolve::Candidate<'_>| -> Result<(exchange::Outgoing, bool), GatewayError> {
         let kind = translate::kind_of(resolved.api, c.up.kind);
@@ -264,7 +264,7 @@ async fn forward(
     };
     let upstream_started = std::time::Instant::now();
     let attempted =
-        attempts::run(w, &resolved.candidates, &order, max_attempts, deadline, build, rec.as_deref_mut()).await?;
+        attempts::run(w, &resolved.candidates, order, max_attempts, deadline, build, rec.as_deref_mut()).await?;
     let chosen = &resolved.candidates[attempted.index];
     let up = chosen.up;
     if let Some(r) = rec.as_deref_mut() {
@@ -282,15 +282,14 @@ async fn forward(
     let translation = translate::kind_of(resolved.api, up.kind);
     w.active_upstream.set(w.active_upstream.get() + 1);
     let cache_out = relay::CacheOut { status: cache_status, fill };
-    let client_model = info.model.clone().unwrap_or_default();
     let opts = relay::RelayOpts {
         strip_usage: attempted.strip_usage,
         cache: cache_out,
         extra: &extra,
         translation,
         include_usage: info.stream_options_usage(),
-        model: chosen.model.as_deref().unwrap_or(&client_model),
-        json_mode: translation == Translation::Anthropic && translate::json_mode(&req.body),
+        model: chosen.model.as_deref().or(info.model.as_deref()).unwrap_or_default(),
+        json_mode: translation == Translation::Anthropic && request_body::json_output(&req.body),
     };
     let outcome = relay::relay(w, up, attempted.start, io, req, keep_alive, deadline, rec.as_deref_mut(), opts).await;
     if let Some(r) = rec {

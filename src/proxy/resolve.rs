@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use super::Worker;
 use crate::{
-    analytics::request_body,
     config::{ProviderKind, Route, routes::api_kind},
     error::GatewayError,
     server::conn::Request,
@@ -45,8 +44,9 @@ pub struct Resolved<'a> {
     pub rest: &'a [u8],
 }
 
-/// Routes a request by its target and (unified endpoint) its model.
-pub fn resolve<'a>(w: &'a Worker, req: &'a Request) -> Result<Resolved<'a>, GatewayError> {
+/// Routes a request by its target and (unified endpoint) its body's
+/// `model`, which the caller has already scanned.
+pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Result<Resolved<'a>, GatewayError> {
     let target = req.head.target();
     let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
     let unified = match path {
@@ -62,7 +62,7 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request) -> Result<Resolved<'a>, Gate
             Api::Chat | Api::Embeddings if method != b"POST" => {
                 return Err(GatewayError::MethodNotAllowed { allowed: "POST" });
             }
-            _ => return unified_target(w, req, api),
+            _ => return unified_target(w, api, model),
         }
     }
     let after_slash = &target[1..];
@@ -102,15 +102,15 @@ fn candidates<'a>(w: &'a Worker, route: &Route) -> Vec<Candidate<'a>> {
         .collect()
 }
 
-fn unified_target<'a>(w: &'a Worker, req: &'a Request, api: Api) -> Result<Resolved<'a>, GatewayError> {
+fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Resolved<'a>, GatewayError> {
     if api == Api::Models {
         return Ok(Resolved { api, label: "gateway".into(), route: None, candidates: Vec::new(), rest: b"" });
     }
-    let model = request_body::scan(&req.body).model.ok_or(GatewayError::InvalidBody {
+    let model = model.ok_or(GatewayError::InvalidBody {
         param: "model",
         why: "a model is required: \"provider/model\" or a route name".into(),
     })?;
-    if let Some(route) = w.shared.router.route(&model) {
+    if let Some(route) = w.shared.router.route(model) {
         return Ok(Resolved {
             api,
             label: route.name.clone(),
@@ -120,9 +120,9 @@ fn unified_target<'a>(w: &'a Worker, req: &'a Request, api: Api) -> Result<Resol
         });
     }
     let Some((provider, name)) = model.split_once('/') else {
-        return Err(GatewayError::ModelNotFound { model });
+        return Err(GatewayError::ModelNotFound { model: model.to_string() });
     };
-    let up = w.shared.upstream(provider).ok_or_else(|| GatewayError::ModelNotFound { model: model.clone() })?;
+    let up = w.shared.upstream(provider).ok_or_else(|| GatewayError::ModelNotFound { model: model.to_string() })?;
     if api == Api::Embeddings && api_kind(up.kind) != ProviderKind::OpenAi {
         return Err(GatewayError::InvalidBody {
             param: "model",

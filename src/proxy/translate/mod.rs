@@ -123,15 +123,6 @@ impl StreamTranslator {
     }
 }
 
-/// Whether the request asked for JSON output (`response_format`), which
-/// Anthropic targets answer through a forced tool.
-pub fn json_mode(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("response_format")?.get("type")?.as_str().map(|t| t != "text"))
-        .unwrap_or(false)
-}
-
 /// Request fields every translation handles.
 const COMMON_FIELDS: &[&str] = &[
     "model",
