@@ -129,7 +129,7 @@ async fn forward(
         return Ok(if io.send(resp).await && keep_alive { Outcome::Reusable } else { Outcome::Close });
     }
     let first =
-        resolved.candidates.first().ok_or_else(|| GatewayError::NoSuchRoute { name: resolved.label.clone() })?;
+        resolved.candidates.first().ok_or_else(|| GatewayError::NoSuchRoute { name: resolved.label.to_string() })?;
     let single_gemini =
         resolved.route.is_none() && resolved.api == Api::Passthrough && first.up.kind == ProviderKind::Gemini;
     // Gemini's native API names the model in the path, not the body.
@@ -142,7 +142,7 @@ async fn forward(
             r.request_body = Some(String::from_utf8_lossy(&req.body[..req.body.len().min(max)]).into_owned());
         }
     }
-    access::admit(w, admitted, req, &resolved.label, info.model.as_deref(), rec.as_deref_mut()).await?;
+    access::admit(w, admitted, req, resolved.label, info.model.as_deref(), rec.as_deref_mut()).await?;
     let metadata = metadata(req)?;
     if let Some(r) = rec.as_deref_mut() {
         r.metadata = metadata;
@@ -170,7 +170,7 @@ async fn forward(
     let cache = &w.shared.cache;
     let plan = cache.plan(&PlanInput {
         head: &req.head,
-        provider: &resolved.label,
+        provider: resolved.label,
         provider_ttl: resolved.route.as_ref().and_then(|r| r.cache_ttl).or(first.up.cache_ttl),
         path,
         body: &req.body,
@@ -185,7 +185,7 @@ async fn forward(
             if let Some(r) = rec.as_deref_mut() {
                 r.cache_key = Some(key.hex());
             }
-            let status = match cache.get(&resolved.label, key).await {
+            let status = match cache.get(resolved.label, key).await {
                 Lookup::Hit(entry) => {
                     if let Some(r) = rec.as_deref_mut() {
                         r.cache = CacheStatus::Hit.label();
@@ -206,7 +206,7 @@ async fn forward(
                     }
                     let followed = cached::follow(
                         w,
-                        &resolved.label,
+                        resolved.label,
                         f,
                         io,
                         req,

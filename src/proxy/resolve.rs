@@ -37,7 +37,7 @@ pub struct Candidate<'a> {
 pub struct Resolved<'a> {
     pub api: Api,
     /// The route or provider name: the `provider` of limits and the cache.
-    pub label: String,
+    pub label: &'a str,
     pub route: Option<Arc<Route>>,
     pub candidates: Vec<Candidate<'a>>,
     /// Path and query under the provider (pass-through).
@@ -72,7 +72,7 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Resu
     if let Some(up) = w.shared.upstream(name) {
         return Ok(Resolved {
             api: Api::Passthrough,
-            label: up.name.clone(),
+            label: &up.name,
             route: None,
             candidates: vec![Candidate { up, model: None }],
             rest,
@@ -81,7 +81,7 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Resu
     match w.shared.router.route(name) {
         Some(route) if route.kind.is_some() => Ok(Resolved {
             api: Api::Passthrough,
-            label: route.name.clone(),
+            label: &route.name,
             candidates: candidates(w, route),
             route: Some(route.clone()),
             rest,
@@ -104,7 +104,7 @@ fn candidates<'a>(w: &'a Worker, route: &Route) -> Vec<Candidate<'a>> {
 
 fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Resolved<'a>, GatewayError> {
     if api == Api::Models {
-        return Ok(Resolved { api, label: "gateway".into(), route: None, candidates: Vec::new(), rest: b"" });
+        return Ok(Resolved { api, label: "gateway", route: None, candidates: Vec::new(), rest: b"" });
     }
     let model = model.ok_or(GatewayError::InvalidBody {
         param: "model",
@@ -113,7 +113,7 @@ fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Re
     if let Some(route) = w.shared.router.route(model) {
         return Ok(Resolved {
             api,
-            label: route.name.clone(),
+            label: &route.name,
             candidates: candidates(w, route),
             route: Some(route.clone()),
             rest: b"",
@@ -131,7 +131,7 @@ fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Re
     }
     Ok(Resolved {
         api,
-        label: up.name.clone(),
+        label: &up.name,
         route: None,
         candidates: vec![Candidate { up, model: Some(name.to_string()) }],
         rest: b"",
