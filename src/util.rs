@@ -2,6 +2,13 @@
 
 use std::{future::Future, pin::Pin, task::Poll};
 
+/// Current wall-clock time in Unix milliseconds.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub enum Either<A, B> {
     Left(A),
     Right(B),

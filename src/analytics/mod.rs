@@ -79,9 +79,7 @@ pub struct Record {
 impl Record {
     fn empty(peer: IpAddr, id: &RequestId) -> Record {
         Record {
-            ts_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ts_unix_ms: crate::util::now_unix_ms(),
             request_id: id.as_str().to_string(),
             client_ip: peer,
             method: String::new(),

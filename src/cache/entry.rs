@@ -109,12 +109,7 @@ pub fn stored_header(name: &[u8]) -> bool {
         || name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-aigw-"))
 }
 
-/// Current wall-clock time in Unix milliseconds.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::util::now_unix_ms;
 
 #[cfg(test)]
 mod tests {

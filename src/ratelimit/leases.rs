@@ -149,7 +149,7 @@ impl Leases {
     /// counted value, the same on every host.
     pub fn bucket_name(&self, label: &str, value: &[u8]) -> Arc<[u8]> {
         let d = digest::digest(&digest::SHA256, value);
-        let hex: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::auth::keyfile::hex(&d.as_ref()[..16]);
         Arc::from(format!("{}{label}:{hex}", self.prefix).into_bytes())
     }
 
