@@ -136,7 +136,8 @@ impl Budgets {
         s.month.spent += actual;
     }
 
-    /// (spent today, spent this month) for a key, for /admin/stats.
+    /// (spent today, spent this month) for a key.
+    #[cfg(test)]
     pub fn spent(&self, key: &str, now_unix: u64) -> (f64, f64) {
         let shard = self.shard(key);
         shard.get(key).map_or((0.0, 0.0), |s| {

@@ -98,10 +98,6 @@ impl Client {
         self.inner.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn target(&self) -> &Target {
-        &self.inner.target
-    }
-
     /// Runs one command within the timeout on a pooled connection.
     pub async fn run(&self, args: &[&[u8]]) -> Result<Reply, Failure> {
         let id = self.inner.id;
