@@ -41,7 +41,7 @@ impl Record {
             "stream": self.stream,
             "status": self.status,
             "cache": self.cache,
-            "cache_key": self.cache_key,
+            "cache_key": self.cache_key.map(crate::cache::CacheKey::hex),
             "coalesced": self.coalesced,
             "saved_input_tokens": self.saved.map(|u| u.input),
             "saved_output_tokens": self.saved.map(|u| u.output),

@@ -41,9 +41,9 @@ pub struct Record {
     pub stream: bool,
     pub status: u16,
     pub cache: &'static str,
-    /// The entry's key (hex) when the cache applied; what
-    /// `/admin/cache/purge?key=` takes.
-    pub cache_key: Option<String>,
+    /// The entry's key when the cache applied (logged as the hex that
+    /// `/admin/cache/purge?key=` takes; formatted by the log thread).
+    pub cache_key: Option<crate::cache::CacheKey>,
     /// Served by following an identical request in flight.
     pub coalesced: bool,
     /// What a hit (or coalesced answer) would have cost upstream.

@@ -183,7 +183,7 @@ async fn forward(
         Plan::Bypass => Some(CacheStatus::Bypass),
         Plan::Use { key, ttl } => {
             if let Some(r) = rec.as_deref_mut() {
-                r.cache_key = Some(key.hex());
+                r.cache_key = Some(key);
             }
             let status = match cache.get(resolved.label, key).await {
                 Lookup::Hit(entry) => {
