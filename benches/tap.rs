@@ -85,7 +85,7 @@ fn usage_extraction(c: &mut Criterion) {
 /// chunks), per event: it runs on every event of a translated stream, on
 /// top of the tap.
 fn translation(c: &mut Criterion) {
-    use aigw::proxy::translate::{StreamTranslator, Translation};
+    use aigw::providers::{Translation, translate::StreamTranslator};
     let body = anthropic_transcript(1000);
     let mut g = c.benchmark_group("translate");
     g.throughput(Throughput::Bytes(body.len() as u64));

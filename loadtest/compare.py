@@ -42,7 +42,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AIGW = ROOT / "target/release/aigw"
+# AIGW_BIN: another build to measure (e.g. a saved copy of the previous
+# commit, for a before/after in one sitting).
+AIGW = Path(os.environ.get("AIGW_BIN", ROOT / "target/release/aigw"))
 STREAMLOAD = ROOT / "target/release/examples/streamload"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

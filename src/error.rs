@@ -1,13 +1,30 @@
 //! Request-path errors, mapped to HTTP in exactly one place.
 //!
-//! Every variant names the side that caused it; `status()` is an exhaustive
-//! match so a new kind does not compile until someone picks its status. The
-//! body is always OpenAI-shaped JSON and never carries internals beyond a
-//! short description.
+//! Every variant names the side that caused it (`side()`), whether another
+//! attempt may fix it (`retryable()`) and its status (`status()`), each an
+//! exhaustive match, so a new kind does not compile until someone decides
+//! all three. Every error status the gateway sends, the admin listener's
+//! included, comes from here. The body is always OpenAI-shaped JSON and
+//! never carries internals beyond a short description.
 
 use bytes::BytesMut;
 
-use crate::http::{Version, request::HeadError, write};
+use crate::http::{
+    Version,
+    request::HeadError,
+    respond::{Head, To},
+};
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// What the client sent, or is allowed.
+    Client,
+    /// The gateway's configuration or state.
+    Gateway,
+    /// The provider.
+    Upstream,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
@@ -48,6 +65,11 @@ pub enum GatewayError {
         field: String,
         provider_kind: &'static str,
     },
+    /// A path that would leave the provider it addresses (dot or empty
+    /// segments): refused before anything is sent.
+    InvalidPath {
+        why: &'static str,
+    },
     /// A gateway control header (`x-aigw-*`) the gateway cannot honour.
     InvalidHeader {
         name: &'static str,
@@ -66,6 +88,11 @@ pub enum GatewayError {
         retry_after_s: u64,
         /// The `x-ratelimit-*` lines for the refusing bucket.
         headers: String,
+    },
+    /// The key's budget refuses models without a price
+    /// (`on_unpriced = "deny"`).
+    UnpricedModel {
+        model: String,
     },
     /// The key's daily or monthly spend would pass its budget.
     BudgetExceeded {
@@ -103,6 +130,38 @@ pub enum GatewayError {
         provider: String,
         phase: &'static str,
     },
+    /// The provider's body ended or failed before it was whole (an answer
+    /// translated whole, so nothing had gone to the client).
+    UpstreamCutShort {
+        provider: String,
+    },
+    /// A provider answer the unified endpoint cannot translate (not JSON,
+    /// or not the shape the provider's API documents).
+    Untranslatable {
+        provider: String,
+        detail: &'static str,
+    },
+
+    // === the admin listener ===
+    /// An admin route without the admin token.
+    AdminTokenRequired,
+    /// No admin token is set and `Host` names another host (DNS
+    /// rebinding: a web page reaching the loopback listener).
+    AdminHostRefused,
+    /// A state-changing admin route without a token or `x-aigw-admin`.
+    AdminHeaderRequired,
+    /// No such admin route (or the feature behind it is off).
+    AdminNotFound {
+        what: &'static str,
+    },
+    /// An admin query the gateway cannot honour.
+    AdminBadQuery {
+        why: &'static str,
+    },
+    /// The cache backend (Redis) failed an admin operation.
+    CacheBackend {
+        detail: String,
+    },
 }
 
 impl GatewayError {
@@ -110,13 +169,14 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_)
             | GatewayError::InvalidHeader { .. }
+            | GatewayError::InvalidPath { .. }
             | GatewayError::BadRouteUse { .. }
             | GatewayError::InvalidBody { .. }
             | GatewayError::UnsupportedField { .. } => 400,
             GatewayError::ModelNotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::Unauthorized(_) => 401,
-            GatewayError::Forbidden(_) => 403,
+            GatewayError::Forbidden(_) | GatewayError::UnpricedModel { .. } => 403,
             GatewayError::NoSuchRoute { .. } => 404,
             GatewayError::RequestTimeout => 408,
             GatewayError::BodyTooLarge { .. } => 413,
@@ -129,6 +189,91 @@ impl GatewayError {
             | GatewayError::UpstreamClosed { .. } => 502,
             GatewayError::ProviderUnavailable { .. } | GatewayError::ShuttingDown => 503,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::UpstreamCutShort { .. } | GatewayError::Untranslatable { .. } => 502,
+            GatewayError::AdminTokenRequired => 401,
+            GatewayError::AdminHostRefused | GatewayError::AdminHeaderRequired => 403,
+            GatewayError::AdminNotFound { .. } => 404,
+            GatewayError::AdminBadQuery { .. } => 400,
+            GatewayError::CacheBackend { .. } => 502,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            GatewayError::BadRequest(_)
+            | GatewayError::HeadTooLarge
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ExpectationFailed
+            | GatewayError::RequestTimeout
+            | GatewayError::NoSuchRoute { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::BadRouteUse { .. }
+            | GatewayError::ModelNotFound { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedField { .. }
+            | GatewayError::InvalidHeader { .. }
+            | GatewayError::InvalidPath { .. }
+            | GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::UnpricedModel { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::AdminTokenRequired
+            | GatewayError::AdminHostRefused
+            | GatewayError::AdminHeaderRequired
+            | GatewayError::AdminNotFound { .. }
+            | GatewayError::AdminBadQuery { .. } => Side::Client,
+            GatewayError::ProviderUnavailable { .. }
+            | GatewayError::ShuttingDown
+            | GatewayError::CacheBackend { .. } => Side::Gateway,
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::UpstreamClosed { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamCutShort { .. }
+            | GatewayError::Untranslatable { .. } => Side::Upstream,
+        }
+    }
+
+    /// Whether another attempt (the same upstream after a backoff, or the
+    /// route's next target) may succeed where this one failed. Only failures
+    /// before the response head qualify: nothing of the answer was used.
+    pub fn retryable(&self) -> bool {
+        match self {
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamClosed { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => true,
+            // The answer's head was taken (and its attempt counted).
+            GatewayError::UpstreamCutShort { .. } | GatewayError::Untranslatable { .. } => false,
+            GatewayError::BadRequest(_)
+            | GatewayError::HeadTooLarge
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ExpectationFailed
+            | GatewayError::RequestTimeout
+            | GatewayError::NoSuchRoute { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::BadRouteUse { .. }
+            | GatewayError::ModelNotFound { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedField { .. }
+            | GatewayError::InvalidHeader { .. }
+            | GatewayError::InvalidPath { .. }
+            | GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::UnpricedModel { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::ProviderUnavailable { .. }
+            | GatewayError::ShuttingDown
+            | GatewayError::AdminTokenRequired
+            | GatewayError::AdminHostRefused
+            | GatewayError::AdminHeaderRequired
+            | GatewayError::AdminNotFound { .. }
+            | GatewayError::AdminBadQuery { .. }
+            | GatewayError::CacheBackend { .. } => false,
         }
     }
 
@@ -145,6 +290,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::InvalidHeader { .. } => "invalid_header",
+            GatewayError::InvalidPath { .. } => "invalid_path",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::ExpectationFailed => "expectation_failed",
@@ -159,6 +305,7 @@ impl GatewayError {
             GatewayError::Unauthorized(crate::auth::AuthError::Expired) => "expired_api_key",
             GatewayError::Unauthorized(_) => "invalid_api_key",
             GatewayError::Forbidden(_) => "permission_denied",
+            GatewayError::UnpricedModel { .. } => "model_not_priced",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
@@ -168,6 +315,14 @@ impl GatewayError {
             GatewayError::UpstreamProtocol { .. } => "upstream_invalid_response",
             GatewayError::UpstreamClosed { .. } => "upstream_closed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamCutShort { .. } => "upstream_cut_short",
+            GatewayError::Untranslatable { .. } => "upstream_invalid_response",
+            GatewayError::AdminTokenRequired => "invalid_admin_token",
+            GatewayError::AdminHostRefused => "host_not_allowed",
+            GatewayError::AdminHeaderRequired => "admin_header_required",
+            GatewayError::AdminNotFound { .. } => "not_found",
+            GatewayError::AdminBadQuery { .. } => "bad_query",
+            GatewayError::CacheBackend { .. } => "cache_backend_error",
         }
     }
 
@@ -175,6 +330,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(why) => format!("malformed HTTP request: {why}"),
             GatewayError::InvalidHeader { name, why } => format!("invalid {name} header: {why}"),
+            GatewayError::InvalidPath { why } => format!("invalid path: {why}"),
             GatewayError::HeadTooLarge => "request head is larger than the gateway accepts".into(),
             GatewayError::BodyTooLarge { limit } => {
                 format!("request body is larger than the gateway accepts ({limit} bytes)")
@@ -206,6 +362,9 @@ impl GatewayError {
             GatewayError::RateLimited { rule, unit, retry_after_s, .. } => {
                 format!("rate limit `{rule}` reached ({unit}); try again in {retry_after_s} s")
             }
+            GatewayError::UnpricedModel { model } => {
+                format!("model `{model}` has no price, and this key's budget refuses models it cannot count")
+            }
             GatewayError::BudgetExceeded { period, limit_usd, retry_after_s } => {
                 format!("the key's {period} budget of ${limit_usd} is spent; it resets in {retry_after_s} s")
             }
@@ -228,6 +387,18 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { provider, phase } => {
                 format!("provider `{provider}` timed out ({phase})")
             }
+            GatewayError::UpstreamCutShort { provider } => format!("provider `{provider}` broke off its answer"),
+            GatewayError::Untranslatable { provider, detail } => format!("provider `{provider}`: {detail}"),
+            GatewayError::AdminTokenRequired => "admin token required: Authorization: Bearer TOKEN".into(),
+            GatewayError::AdminHostRefused => {
+                "the Host header does not name this admin listener (set an admin token to reach it by name)".into()
+            }
+            GatewayError::AdminHeaderRequired => {
+                "changing state takes the admin token or an `x-aigw-admin: 1` header".into()
+            }
+            GatewayError::AdminNotFound { what } => (*what).into(),
+            GatewayError::AdminBadQuery { why } => (*why).into(),
+            GatewayError::CacheBackend { detail } => detail.clone(),
         }
     }
 
@@ -249,15 +420,25 @@ impl GatewayError {
             | GatewayError::UnsupportedField { .. }
             | GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
+            | GatewayError::UnpricedModel { .. }
             | GatewayError::RateLimited { .. }
             | GatewayError::BudgetExceeded { .. }
             | GatewayError::InvalidHeader { .. }
+            | GatewayError::InvalidPath { .. }
             | GatewayError::ProviderUnavailable { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTls { .. }
             | GatewayError::UpstreamProtocol { .. }
             | GatewayError::UpstreamClosed { .. }
-            | GatewayError::UpstreamTimeout { .. } => false,
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamCutShort { .. }
+            | GatewayError::Untranslatable { .. }
+            | GatewayError::AdminTokenRequired
+            | GatewayError::AdminHostRefused
+            | GatewayError::AdminHeaderRequired
+            | GatewayError::AdminNotFound { .. }
+            | GatewayError::AdminBadQuery { .. }
+            | GatewayError::CacheBackend { .. } => false,
         }
     }
 
@@ -289,7 +470,7 @@ impl GatewayError {
                 format!("Retry-After: {retry_after_s}\r\n{headers}")
             }
             GatewayError::BudgetExceeded { retry_after_s, .. } => format!("Retry-After: {retry_after_s}\r\n"),
-            GatewayError::Unauthorized(_) => "WWW-Authenticate: Bearer\r\n".into(),
+            GatewayError::Unauthorized(_) | GatewayError::AdminTokenRequired => "WWW-Authenticate: Bearer\r\n".into(),
             _ => String::new(),
         }
     }
@@ -329,22 +510,13 @@ pub fn json_response_with(
     close: bool,
     extra: &[u8],
 ) -> BytesMut {
-    let mut out = BytesMut::with_capacity(256 + body.len() + extra.len());
-    write::status_line(&mut out, version, status, b"");
-    write::header(&mut out, b"Content-Type", b"application/json");
-    out.extend_from_slice(extra);
-    write::header_u64(&mut out, b"Content-Length", body.len() as u64);
-    if let Some(id) = request_id {
-        write::header(&mut out, b"x-aigw-request-id", id);
-    }
-    match (close, version) {
-        (true, _) => write::header(&mut out, b"Connection", b"close"),
-        (false, Version::Http10) => write::header(&mut out, b"Connection", b"keep-alive"),
-        (false, Version::Http11) => {}
-    }
-    write::end_head(&mut out);
-    out.extend_from_slice(body.as_bytes());
-    out
+    Head::with_body(
+        status,
+        b"application/json",
+        body.as_bytes(),
+        &[extra],
+        To { version, keep_alive: !close, request_id },
+    )
 }
 
 #[cfg(test)]

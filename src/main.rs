@@ -4,8 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use aigw::{
     config::Config,
+    gateway,
     mock::{MockOptions, MockServer},
-    server::{self, shutdown},
+    util::shutdown,
 };
 use clap::{Parser, Subcommand};
 
@@ -89,6 +90,10 @@ enum KeysAction {
         /// Spend per UTC calendar month, USD.
         #[arg(long)]
         monthly_usd: Option<f64>,
+        /// Refuse models the price table does not know (the budget cannot
+        /// count them); without it they pass, reserved at nothing.
+        #[arg(long)]
+        deny_unpriced: bool,
     },
     /// List keys (ids, names, state, restrictions; never the keys).
     List {
@@ -152,7 +157,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let running = match server::start(&config) {
+    let running = match gateway::start(&config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("aigw: {e}");
@@ -196,7 +201,18 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn keys(action: KeysAction) -> ExitCode {
     use aigw::auth::manage;
     let result = match action {
-        KeysAction::Create { file, name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd } => {
+        KeysAction::Create {
+            file,
+            name,
+            providers,
+            models,
+            expires_in,
+            rpm,
+            tpm,
+            daily_usd,
+            monthly_usd,
+            deny_unpriced,
+        } => {
             let expires_in = match expires_in.as_deref().map(parse_days) {
                 None => None,
                 Some(Ok(d)) => Some(d),
@@ -205,7 +221,8 @@ fn keys(action: KeysAction) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let new = manage::NewKey { name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd };
+            let new =
+                manage::NewKey { name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd, deny_unpriced };
             manage::create(&file, new).map(|(id, key)| {
                 eprintln!("created key {id} in {} (shown once; store it now):", file.display());
                 println!("{key}");

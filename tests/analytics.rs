@@ -204,6 +204,8 @@ fn missing_usage_is_estimated_with_the_tokenizer() {
     let seen = log["data"][0]["output_tokens"].as_u64().unwrap();
     assert!((5..1000).contains(&seen), "{log}");
     assert_eq!(log["data"][0]["estimated"], true);
+    // Input is counted from the request, never zero.
+    assert!(log["data"][0]["input_tokens"].as_u64().unwrap() >= 1, "{log}");
 }
 
 #[test]

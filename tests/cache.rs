@@ -250,12 +250,15 @@ fn purge_and_cache_metrics() {
     assert_eq!(send("b").header("x-aigw-cache-status"), Some("MISS"));
     assert_eq!(send("a").header("x-aigw-cache-status"), Some("HIT"));
 
-    // Hits show zero tokens and what they saved; the log has the key.
+    // Hits show zero tokens and what they saved; the log has the key. The
+    // three requests may have landed on different workers, which flush
+    // their counters independently: wait for all three.
     let mut text = String::new();
     assert!(eventually(Duration::from_secs(5), || {
         text = metrics_text(gw.admin);
-        metric(&text, "aigw_cache_hits_total ") == 1.0
+        metric(&text, "aigw_cache_hits_total ") + metric(&text, "aigw_cache_misses_total ") == 3.0
     }));
+    assert_eq!(metric(&text, "aigw_cache_hits_total "), 1.0);
     assert_eq!(metric(&text, "aigw_cache_misses_total "), 2.0);
     assert_eq!(
         metric(&text, "aigw_requests_total{provider=\"mock\",model=\"gpt-4o-mini\",status=\"200\",cache=\"hit\"}"),
@@ -277,7 +280,9 @@ fn purge_and_cache_metrics() {
     let key = hit["cache_key"].as_str().unwrap().to_string();
 
     let purge = |query: &str| {
-        let raw = format!("POST /admin/cache/purge{query} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let raw = format!(
+            "POST /admin/cache/purge{query} HTTP/1.1\r\nHost: localhost\r\nx-aigw-admin: 1\r\nContent-Length: 0\r\n\r\n"
+        );
         roundtrip(gw.admin, raw.as_bytes())
     };
     // A streamed answer is stored just after its last chunk goes out (a
@@ -316,4 +321,82 @@ fn followers_finish_when_the_leader_client_leaves() {
     let again = roundtrip(gw.addr, &request);
     assert_eq!(again.header("x-aigw-cache-status"), Some("HIT"));
     assert_eq!(m.requests(), 1);
+}
+
+/// An upstream that answers every request with this SSE body (chunked),
+/// counting requests.
+fn sse_upstream(events: &'static str, hits: Arc<std::sync::atomic::AtomicUsize>) -> RawUpstream {
+    use std::io::Write;
+    RawUpstream::spawn(move |mut s| {
+        while read_request(&mut s).is_some() {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+                events.len()
+            );
+            if s.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn only_complete_successful_streams_are_stored() {
+    const OPENAI_OK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+    const OPENAI_ERROR: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\ndata: [DONE]\n\n";
+    const OPENAI_NO_DONE: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    const ANTHROPIC_OK: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    const ANTHROPIC_ERROR: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    const ANTHROPIC_NO_STOP: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n";
+    for (kind, path, events, stored) in [
+        ("openai", "/v1/chat/completions", OPENAI_OK, true),
+        ("openai", "/v1/chat/completions", OPENAI_ERROR, false),
+        ("openai", "/v1/chat/completions", OPENAI_NO_DONE, false),
+        ("anthropic", "/v1/messages", ANTHROPIC_OK, true),
+        ("anthropic", "/v1/messages", ANTHROPIC_ERROR, false),
+        ("anthropic", "/v1/messages", ANTHROPIC_NO_STOP, false),
+    ] {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let up = sse_upstream(events, hits.clone());
+        let toml = format!("{}cache_ttl = \"60s\"\n", provider("up", kind, up.addr));
+        let gw = Gateway::start("", &toml);
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+        let raw = post(&format!("/up{path}"), body);
+        let first = roundtrip(gw.addr, &raw);
+        assert_eq!((first.status, first.header("x-aigw-cache-status")), (200, Some("MISS")));
+        // The record is made once the store decision is taken.
+        assert!(eventually(Duration::from_secs(10), || {
+            roundtrip(gw.admin, &get("/admin/logs?limit=1")).json()["data"][0]["status"] == 200
+        }));
+        let second = roundtrip(gw.addr, &raw);
+        let want = if stored { "HIT" } else { "MISS" };
+        assert_eq!(second.header("x-aigw-cache-status"), Some(want), "{kind} {events:?}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), if stored { 1 } else { 2 });
+    }
+}
+
+#[test]
+fn a_flight_no_one_waits_for_ends_with_the_leaders_client() {
+    let (gw, m) = cached_gateway("");
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"coalesce me"}]}"#;
+    let raw = post_with("/mock/v1/chat/completions", body, "x-mock-tokens: 2000\r\nx-mock-delay-ms: 5\r\n");
+    let mut leader = Client::connect(gw.addr);
+    leader.send(&raw);
+    leader.read_until(b"data: ");
+    // An identical request follows the leader's flight, then leaves.
+    let mut follower = Client::connect(gw.addr);
+    follower.send(&raw);
+    follower.read_until(b"data: ");
+    drop(follower);
+    // With no one left to read for (and an answer too long to matter
+    // soon), the leader's client leaving ends the upstream read at once.
+    std::thread::sleep(Duration::from_millis(50));
+    drop(leader);
+    let stats = m.stats.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || stats.streams_aborted.load(std::sync::atomic::Ordering::SeqCst) == 1),
+        "the upstream stream was read on for a follower that had left"
+    );
+    assert_eq!(m.requests(), 1, "one upstream request for both");
 }

@@ -137,7 +137,7 @@ fn embedded_default_mock_provider_answers() {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9090", "127.0.0.1:0");
     let config = aigw::config::Config::from_toml(&toml).unwrap();
-    let running = aigw::server::start(&config).unwrap();
+    let running = aigw::gateway::start(&config).unwrap();
     let r = roundtrip(
         running.addr,
         &post("/mock/v1/chat/completions", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#),

@@ -4,7 +4,7 @@
 #![no_main]
 
 use aigw::{
-    proxy::translate::{StreamTranslator, Translation},
+    providers::{Translation, translate::StreamTranslator},
     tap::{Tap, sse::SseSplitter},
 };
 use libfuzzer_sys::fuzz_target;
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let mut tap = Tap::for_content_type(Some(b"text/event-stream"));
     tap.observe(a);
     tap.observe(b);
-    let _ = tap.settle(false);
+    let _ = tap.settle(false, true, || 1);
 
     for t in [Translation::Anthropic, Translation::Gemini] {
         if let Some(mut tr) = StreamTranslator::new(t, "m", true, false) {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use crate::{
     analytics::{self, Analytics, exposition},
     cache::{Cache, CacheKey, Purge},
-    error::{GatewayError, json_error, json_response},
-    http::write,
-    server::{
-        conn::{ClientIo, Outcome, Request},
-        shutdown::Shutdown,
-    },
+    error::{GatewayError, json_response},
+    http::respond::{Head, To},
+    service::{ClientIo, Outcome, Request, Service, respond_error},
+    util::shutdown::Shutdown,
 };
 
 pub struct AdminCtx {
+    /// The listener's own address: a `Host` naming it is ours.
+    pub listen: std::net::SocketAddr,
     pub shutdown: Arc<Shutdown>,
     pub analytics: Option<Analytics>,
     pub cache: Option<Arc<Cache>>,
@@ -26,30 +26,47 @@ pub struct AdminCtx {
     pub router: Option<(Arc<crate::routing::Router>, Arc<[String]>)>,
 }
 
-pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
+impl Service for AdminCtx {
+    async fn handle(&self, req: Request, io: &mut ClientIo, keep_alive: bool) -> Outcome {
+        let (version, id, head) = (req.head.version(), req.id, req.head.is_head_method());
+        match handle(self, req, io, keep_alive).await {
+            Ok(outcome) => outcome,
+            Err(e) if head => {
+                // A HEAD request gets the error's head alone.
+                let mut resp = e.response(version, Some(id.as_bytes()), !keep_alive);
+                resp.truncate(resp.len() - e.body().len());
+                send(io, resp, keep_alive).await.unwrap_or(Outcome::Close)
+            }
+            Err(e) => respond_error(io, &e, version, id, keep_alive).await.0,
+        }
+    }
+}
+
+async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
     let target = req.head.target();
     let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
     // The dashboard page itself holds nothing: it fetches /admin/stats,
     // which the token guards.
     let open = matches!(path, b"/healthz" | b"/readyz" | b"/dashboard");
+    // Without a token, the listener is on loopback (config requires a token
+    // elsewhere); a browser page can still reach it by DNS rebinding — a
+    // name of the attacker's resolving to 127.0.0.1 — but its requests then
+    // carry the attacker's name as Host.
+    if a.token.is_none() && !host_is_ours(&req, a.listen) {
+        return Err(GatewayError::AdminHostRefused);
+    }
     if let Some(token) = &a.token
         && !open
         && !token_matches(&req, token)
     {
-        let body = json_error(
-            "admin token required: Authorization: Bearer TOKEN",
-            "invalid_request_error",
-            "invalid_admin_token",
-        );
-        let resp = crate::error::json_response_with(
-            401,
-            &body,
-            req.head.version(),
-            Some(req.id.as_bytes()),
-            !keep_alive,
-            b"WWW-Authenticate: Bearer\r\n",
-        );
-        return send(io, resp, keep_alive).await;
+        return Err(GatewayError::AdminTokenRequired);
+    }
+    // What changes state takes a request no web page can send without a
+    // CORS preflight (which this listener never answers): one with a token
+    // or the `x-aigw-admin` header.
+    let changes_state = !matches!(req.head.method(), b"GET" | b"HEAD");
+    if changes_state && req.head.header("authorization").is_none() && req.head.header("x-aigw-admin").is_none() {
+        return Err(GatewayError::AdminHeaderRequired);
     }
     let (status, body) = match (req.head.method(), path) {
         (b"GET" | b"HEAD", b"/healthz") => (200, r#"{"status":"ok"}"#.to_string()),
@@ -78,16 +95,34 @@ pub async fn handle(a: &AdminCtx, req: Request, io: &mut ClientIo, keep_alive: b
             (200, a.analytics.as_ref().map(|an| logs(an, query(target))).unwrap_or_default())
         }
         (b"POST" | b"DELETE", b"/admin/cache/purge") => match &a.cache {
-            Some(cache) => purge(cache, target).await,
-            None => (404, json_error("no cache", "invalid_request_error", "not_found")),
+            Some(cache) => (200, purge(cache, target).await?),
+            None => return Err(GatewayError::AdminNotFound { what: "no cache" }),
         },
-        _ => (404, json_error("no such admin endpoint", "invalid_request_error", "not_found")),
+        _ => return Err(GatewayError::AdminNotFound { what: "no such admin endpoint" }),
     };
     let mut resp = json_response(status, &body, req.head.version(), Some(req.id.as_bytes()), !keep_alive);
     if req.head.is_head_method() {
         resp.truncate(resp.len() - body.len());
     }
     send(io, resp, keep_alive).await
+}
+
+/// Whether the request's `Host` names this listener: a loopback name or
+/// address, or the address it listens on.
+fn host_is_ours(req: &Request, listen: std::net::SocketAddr) -> bool {
+    let Some(host) = req.head.header("host").and_then(|h| std::str::from_utf8(h).ok()) else {
+        // HTTP/1.0 without Host: not a browser's request.
+        return req.head.version() == crate::http::Version::Http10;
+    };
+    // Strip the port: `name:port`, `[v6]:port`, `[v6]`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip == listen.ip())
 }
 
 /// The admin token, compared in constant time.
@@ -105,16 +140,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// A 200 with a body of this content type.
 fn body_response(content_type: &[u8], body: &str, req: &Request, keep_alive: bool) -> bytes::BytesMut {
-    let mut out = bytes::BytesMut::with_capacity(body.len() + 200);
-    write::status_line(&mut out, req.head.version(), 200, b"");
-    write::header(&mut out, b"Content-Type", content_type);
-    write::header_u64(&mut out, b"Content-Length", body.len() as u64);
-    if !keep_alive {
-        write::header(&mut out, b"Connection", b"close");
-    }
-    write::end_head(&mut out);
-    out.extend_from_slice(body.as_bytes());
-    out
+    let to = To { version: req.head.version(), keep_alive, request_id: Some(req.id.as_bytes()) };
+    Head::with_body(200, content_type, body.as_bytes(), &[], to)
 }
 
 fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>, limiter: Option<&Arc<crate::ratelimit::Limiter>>) -> String {
@@ -132,10 +159,8 @@ fn metrics(a: &Analytics, cache: Option<&Arc<Cache>>, limiter: Option<&Arc<crate
 
 fn stats(a: &Analytics, ctx: &AdminCtx) -> String {
     let gauges = cache_gauges(ctx.cache.as_ref());
-    let targets = ctx
-        .router
-        .as_ref()
-        .map_or(serde_json::Value::Null, |(r, names)| r.stats(names, crate::cache::entry::now_unix_ms()));
+    let targets =
+        ctx.router.as_ref().map_or(serde_json::Value::Null, |(r, names)| r.stats(names, crate::util::now_unix_ms()));
     let state = a.state.lock().unwrap_or_else(|p| p.into_inner());
     exposition::stats(&state, &gauges, targets)
 }
@@ -154,7 +179,7 @@ fn cache_gauges(cache: Option<&Arc<Cache>>) -> exposition::CacheGauges {
 
 /// `/admin/cache/purge`: everything, `?key=HEX` (as logged in
 /// `cache_key`), or `?provider=NAME`.
-async fn purge(cache: &Cache, target: &[u8]) -> (u16, String) {
+async fn purge(cache: &Cache, target: &[u8]) -> Result<String, GatewayError> {
     let q = target.iter().position(|&b| b == b'?').map(|i| percent_decode(&target[i + 1..])).unwrap_or_default();
     let mut key = None;
     let mut provider = None;
@@ -162,27 +187,21 @@ async fn purge(cache: &Cache, target: &[u8]) -> (u16, String) {
         match pair.split_once('=') {
             Some(("key", v)) => key = Some(v.to_string()),
             Some(("provider", v)) => provider = Some(v.to_string()),
-            _ => {
-                return (400, json_error("purge takes key=HEX or provider=NAME", "invalid_request_error", "bad_query"));
-            }
+            _ => return Err(GatewayError::AdminBadQuery { why: "purge takes key=HEX or provider=NAME" }),
         }
     }
     let what = match (&key, &provider) {
         (None, None) => Purge::All,
         (Some(k), None) => match CacheKey::parse_hex(k) {
             Some(k) => Purge::Key(k),
-            None => {
-                return (400, json_error("key must be 32 hex digits", "invalid_request_error", "bad_query"));
-            }
+            None => return Err(GatewayError::AdminBadQuery { why: "key must be 32 hex digits" }),
         },
         (None, Some(p)) => Purge::Provider(p),
-        (Some(_), Some(_)) => {
-            return (400, json_error("give key or provider, not both", "invalid_request_error", "bad_query"));
-        }
+        (Some(_), Some(_)) => return Err(GatewayError::AdminBadQuery { why: "give key or provider, not both" }),
     };
     match cache.purge(what).await {
-        Ok(n) => (200, serde_json::json!({ "purged": n }).to_string()),
-        Err(e) => (502, json_error(&e, "api_error", "cache_backend_error")),
+        Ok(n) => Ok(serde_json::json!({ "purged": n }).to_string()),
+        Err(detail) => Err(GatewayError::CacheBackend { detail }),
     }
 }
 

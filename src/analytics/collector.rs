@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{Counters, Delta, HistKey, Hists, SeriesKey};
-use crate::server::shutdown::Shutdown;
+use crate::util::shutdown::Shutdown;
 
 /// Two rings of time buckets: 10-second ones for the last minute and
 /// one-minute ones for the last hour (66 buckets of histograms per series,
@@ -17,6 +17,16 @@ pub const SHORT: Duration = Duration::from_secs(10);
 const SHORT_KEEP: usize = 6;
 pub const LONG: Duration = Duration::from_secs(60);
 const LONG_KEEP: usize = 60;
+
+/// Model labels the collector keeps series for, across all workers and
+/// providers; past it, new models count under "other". Model names come
+/// from clients: without a total bound, names rotated by a client would
+/// grow /metrics and the histograms without end.
+pub const MAX_MODEL_LABELS: usize = 128;
+/// Histogram series one time bucket holds (the rest go to "other"): three
+/// HDR histograms (~39 KiB) per series in each of 66 buckets would be
+/// ~2.6 MiB per model otherwise. Worst case with this bound: ~45 MiB.
+const MAX_BUCKET_HISTS: usize = 16;
 
 #[derive(Debug, Default)]
 pub struct Bucket {
@@ -35,9 +45,13 @@ pub struct State {
     pub long: VecDeque<Bucket>,
     pub attempts: HashMap<(Arc<str>, &'static str), u64>,
     pub ratelimited: HashMap<Arc<str>, u64>,
+    /// Requests a budget let through unpriced, per model label.
+    pub unpriced: HashMap<Arc<str>, u64>,
     pub records_dropped: u64,
     /// Per worker: (open client connections, open upstream connections).
     pub open: HashMap<usize, (u64, u64)>,
+    /// The model labels series exist for (`MAX_MODEL_LABELS` at most).
+    models: std::collections::HashSet<Arc<str>>,
 }
 
 impl State {
@@ -50,9 +64,24 @@ impl State {
             long: VecDeque::new(),
             attempts: HashMap::new(),
             ratelimited: HashMap::new(),
+            unpriced: HashMap::new(),
             records_dropped: 0,
             open: HashMap::new(),
+            models: std::collections::HashSet::new(),
         }
+    }
+
+    /// The label a model's series use: itself while there is room, "other"
+    /// once `MAX_MODEL_LABELS` models have series.
+    fn model_label(&mut self, model: Arc<str>) -> Arc<str> {
+        if self.models.contains(&model) || &*model == "other" {
+            return model;
+        }
+        if self.models.len() >= MAX_MODEL_LABELS {
+            return other();
+        }
+        self.models.insert(model.clone());
+        model
     }
 
     /// Current bucket number for a bucket width.
@@ -71,15 +100,24 @@ impl State {
                 }
             }
         }
+        let mut counters = d.counters;
+        let mut hists = d.hists;
+        for (k, _) in counters.iter_mut() {
+            k.model = self.model_label(k.model.clone());
+        }
+        for (k, _) in hists.iter_mut() {
+            k.model = self.model_label(k.model.clone());
+        }
         let (Some(short), Some(long)) = (self.short.back_mut(), self.long.back_mut()) else { return };
-        for (k, c) in d.counters {
+        for (k, c) in counters {
             short.counters.entry(k.clone()).or_default().add(&c);
             long.counters.entry(k.clone()).or_default().add(&c);
             self.totals.entry(k).or_default().add(&c);
         }
-        for (k, h) in d.hists {
-            short.hists.entry(k.clone()).or_default().add(&h);
-            long.hists.entry(k.clone()).or_default().add(&h);
+        for (k, h) in hists {
+            for bucket in [&mut *short, &mut *long] {
+                bucket_hist(bucket, &k).add(&h);
+            }
             self.hists.entry(k).or_default().add(&h);
         }
         for (k, n) in d.attempts {
@@ -88,9 +126,29 @@ impl State {
         for (k, n) in d.ratelimited {
             *self.ratelimited.entry(k).or_default() += n;
         }
+        for (k, n) in d.unpriced {
+            let k = self.model_label(k);
+            *self.unpriced.entry(k).or_default() += n;
+        }
         self.records_dropped += d.records_dropped;
         self.open.insert(d.worker, (d.open_client, d.open_upstream));
     }
+}
+
+fn other() -> Arc<str> {
+    thread_local!(static OTHER: Arc<str> = Arc::from("other"));
+    OTHER.with(Arc::clone)
+}
+
+/// A bucket's histograms for a series; past `MAX_BUCKET_HISTS` series the
+/// bucket keeps one "other" per provider.
+fn bucket_hist<'b>(bucket: &'b mut Bucket, k: &HistKey) -> &'b mut Hists {
+    let key = if bucket.hists.contains_key(k) || bucket.hists.len() < MAX_BUCKET_HISTS {
+        k.clone()
+    } else {
+        HistKey { provider: k.provider.clone(), model: other() }
+    };
+    bucket.hists.entry(key).or_default()
 }
 
 impl Default for State {
@@ -112,7 +170,9 @@ impl Collector {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("aigw-analytics".into()).spawn(move || {
             loop {
-                match rx.recv_timeout(Duration::from_millis(100)) {
+                // Deltas wake it; the timeout only looks for the stop flag
+                // (the channel closing ends it at once).
+                match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(d) => {
                         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                         s.merge(d);

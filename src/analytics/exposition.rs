@@ -161,6 +161,15 @@ pub fn metrics(s: &State, log_total: u64, cache: &CacheGauges) -> String {
         let _ = writeln!(out, "aigw_ratelimited_total{{rule=\"{}\"}} {n}", esc(rule));
     }
     out.push_str(
+        "# HELP aigw_unpriced_requests_total Requests a budget let through although their model has no price.\n",
+    );
+    out.push_str("# TYPE aigw_unpriced_requests_total counter\n");
+    let mut unpriced: Vec<_> = s.unpriced.iter().collect();
+    unpriced.sort();
+    for (model, n) in unpriced {
+        let _ = writeln!(out, "aigw_unpriced_requests_total{{model=\"{}\"}} {n}", esc(model));
+    }
+    out.push_str(
         "# HELP aigw_log_records_dropped_total Request-log records dropped because the log channel was full.\n",
     );
     out.push_str("# TYPE aigw_log_records_dropped_total counter\n");

@@ -12,19 +12,62 @@ use std::{
 };
 
 use super::Record;
-use crate::{config::LogConfig, server::shutdown::Shutdown};
+use crate::{config::LogConfig, util::shutdown::Shutdown};
+
+/// How long the log thread sleeps between polls while records arrive, and
+/// at most while none do.
+const BUSY_NAP: std::time::Duration = std::time::Duration::from_millis(50);
+const IDLE_NAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Records kept in memory for `/admin/logs`.
 pub const RECENT: usize = 1000;
+/// ... and the bytes they may hold at most: a record carries client-chosen
+/// strings (path, model, metadata, captured bodies), so a count alone does
+/// not bound the ring's memory.
+pub const RECENT_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Recent {
     pub records: VecDeque<Record>,
+    /// Bytes the kept records hold (`Record::weight`).
+    bytes: usize,
     /// Records written since start (file or not).
     pub total: u64,
 }
 
+impl Recent {
+    /// Keeps `rec`, dropping the oldest records past `RECENT` or
+    /// `RECENT_BYTES`.
+    pub fn push(&mut self, rec: Record) {
+        self.bytes += rec.weight();
+        self.records.push_back(rec);
+        while self.records.len() > RECENT || (self.bytes > RECENT_BYTES && self.records.len() > 1) {
+            if let Some(old) = self.records.pop_front() {
+                self.bytes -= old.weight();
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Record {
+    /// Memory the record holds, roughly: itself and its strings.
+    pub fn weight(&self) -> usize {
+        let strings = [&self.request_id, &self.method, &self.path]
+            .iter()
+            .map(|s| s.len())
+            .chain(
+                [&self.model, &self.metadata, &self.request_body, &self.response_body]
+                    .iter()
+                    .map(|s| s.as_ref().map_or(0, String::len)),
+            )
+            .sum::<usize>();
+        std::mem::size_of::<Record>() + strings + self.failed_attempts.len() * 16
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let u = self.usage.unwrap_or_default();
         let has_usage = self.usage.is_some();
@@ -41,7 +84,7 @@ impl Record {
             "stream": self.stream,
             "status": self.status,
             "cache": self.cache,
-            "cache_key": self.cache_key.map(crate::cache::CacheKey::hex),
+            "cache_key": self.cache_key.map(super::CacheKey::hex),
             "coalesced": self.coalesced,
             "saved_input_tokens": self.saved.map(|u| u.input),
             "saved_output_tokens": self.saved.map(|u| u.output),
@@ -134,19 +177,24 @@ pub fn spawn(
     };
     std::thread::Builder::new().name("aigw-log".into()).spawn(move || {
         let mut line = Vec::with_capacity(1024);
+        let mut nap = BUSY_NAP;
         loop {
             // Poll rather than block: a blocked receiver would make every
             // worker's try_send a futex wake-up (a syscall and a context
-            // switch per request). Records wait at most 50 ms.
+            // switch per request). Records wait at most 50 ms under load;
+            // an idle gateway polls once a second (no CPU to speak of).
             let stopping = stop.is_triggered();
             let batch: Vec<Box<Record>> = rx.try_iter().take(16 * 1024).collect();
             if batch.is_empty() {
                 if stopping {
                     break;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                // Woken at once by shutdown.
+                stop.sleep(nap);
+                nap = (nap * 2).min(IDLE_NAP);
                 continue;
             }
+            nap = BUSY_NAP;
             if let Some(w) = writer.as_mut() {
                 for rec in &batch {
                     line.clear();
@@ -162,10 +210,7 @@ pub fn spawn(
             let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
             r.total += batch.len() as u64;
             for rec in batch {
-                if r.records.len() == RECENT {
-                    r.records.pop_front();
-                }
-                r.records.push_back(*rec);
+                r.push(*rec);
             }
         }
         if let Some(mut w) = writer {
@@ -177,6 +222,27 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_ring_is_bounded_in_bytes() {
+        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            crate::service::RequestId([b'0'; 24]),
+            std::time::Instant::now(),
+        );
+        let mut recent = Recent::default();
+        for _ in 0..100 {
+            let mut rec = Record::of(&mut ctx, std::time::Duration::ZERO);
+            rec.request_body = Some("x".repeat(1 << 20));
+            recent.push(rec);
+        }
+        assert!(recent.bytes() <= RECENT_BYTES, "{}", recent.bytes());
+        assert!((14..=16).contains(&recent.records.len()), "{}", recent.records.len());
+        for _ in 0..2 * RECENT {
+            recent.push(Record::of(&mut ctx, std::time::Duration::ZERO));
+        }
+        assert_eq!(recent.records.len(), RECENT);
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_n_files() {

@@ -12,9 +12,7 @@
 mod collector;
 pub mod exposition;
 pub mod log;
-pub mod pricing;
 pub mod recorder;
-pub mod request_body;
 
 use std::{
     net::IpAddr,
@@ -25,7 +23,7 @@ use std::{
 pub use collector::{Collector, State};
 use hdrhistogram::Histogram;
 
-use crate::{http::request::RequestHead, server::conn::RequestId, tap::Usage};
+use crate::proxy::ctx::{CacheKey, RequestCtx, Usage};
 
 /// One request, as the log and the aggregates see it.
 #[derive(Debug, Clone)]
@@ -43,7 +41,7 @@ pub struct Record {
     pub cache: &'static str,
     /// The entry's key when the cache applied (logged as the hex that
     /// `/admin/cache/purge?key=` takes; formatted by the log thread).
-    pub cache_key: Option<crate::cache::CacheKey>,
+    pub cache_key: Option<CacheKey>,
     /// Served by following an identical request in flight.
     pub coalesced: bool,
     /// What a hit (or coalesced answer) would have cost upstream.
@@ -53,6 +51,8 @@ pub struct Record {
     pub client_key_id: Option<Arc<str>>,
     /// The rate limit or budget that refused the request.
     pub limited_by: Option<Arc<str>>,
+    /// A budget let the request through although its model has no price.
+    pub unpriced: bool,
     /// Providers of attempts that failed before the one relayed (retries
     /// and fallbacks).
     pub failed_attempts: Vec<Arc<str>>,
@@ -77,56 +77,44 @@ pub struct Record {
 }
 
 impl Record {
-    fn empty(peer: IpAddr, id: &RequestId) -> Record {
+    /// The record of a finished request, from its context: built once, at
+    /// the end, and never consulted by the data path.
+    pub fn of(ctx: &mut RequestCtx<'_>, duration: Duration) -> Record {
+        let cache = ctx.cache_label();
+        let r = std::mem::take(&mut ctx.response);
         Record {
-            ts_unix_ms: crate::util::now_unix_ms(),
-            request_id: id.as_str().to_string(),
-            client_ip: peer,
-            method: String::new(),
-            path: String::new(),
-            provider: None,
-            model: None,
-            stream: false,
-            status: 0,
-            cache: "none",
-            cache_key: None,
-            coalesced: false,
-            saved: None,
-            saved_cost_usd: None,
-            client_key_id: None,
-            limited_by: None,
-            failed_attempts: Vec::new(),
-            attempts: 0,
-            usage: None,
-            estimated: false,
-            cost_usd: None,
-            ttfb: None,
-            upstream: None,
-            duration: Duration::ZERO,
-            bytes_in: 0,
-            bytes_out: 0,
-            error: None,
-            metadata: None,
-            request_body: None,
-            response_body: None,
+            ts_unix_ms: ctx.ts_unix_ms,
+            request_id: ctx.id.as_str().to_string(),
+            client_ip: ctx.peer,
+            method: String::from_utf8_lossy(&ctx.method).into_owned(),
+            path: String::from_utf8_lossy(&ctx.path).into_owned(),
+            provider: std::mem::take(&mut ctx.provider),
+            model: std::mem::take(&mut ctx.model),
+            stream: ctx.facts.stream,
+            status: r.status,
+            cache,
+            cache_key: ctx.cache.key,
+            coalesced: ctx.cache.coalesced,
+            saved: ctx.cache.saved,
+            saved_cost_usd: ctx.cache.saved_cost_usd,
+            client_key_id: ctx.identity.key.as_ref().map(|k| k.id.clone()),
+            limited_by: std::mem::take(&mut ctx.admission.limited_by),
+            unpriced: ctx.unpriced,
+            failed_attempts: std::mem::take(&mut ctx.attempts.failed),
+            attempts: ctx.attempts.made,
+            usage: r.usage,
+            estimated: r.estimated,
+            cost_usd: r.cost_usd,
+            ttfb: r.ttfb,
+            upstream: ctx.attempts.upstream_time,
+            duration,
+            bytes_in: ctx.bytes_in,
+            bytes_out: r.bytes_out,
+            error: r.error,
+            metadata: std::mem::take(&mut ctx.controls.metadata),
+            request_body: r.request_body,
+            response_body: r.response_body,
         }
-    }
-
-    /// A record for a request whose head parsed.
-    pub fn begin(head: &RequestHead, peer: IpAddr, id: &RequestId, body_len: usize) -> Record {
-        let target = head.target();
-        let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-        Record {
-            method: String::from_utf8_lossy(head.method()).into_owned(),
-            path: String::from_utf8_lossy(path).into_owned(),
-            bytes_in: (head.len() + body_len) as u64,
-            ..Record::empty(peer, id)
-        }
-    }
-
-    /// A record for bytes that never made a valid request head.
-    pub fn unparsed(peer: IpAddr, id: &RequestId) -> Record {
-        Record { method: "-".into(), path: "-".into(), ..Record::empty(peer, id) }
     }
 }
 
@@ -165,18 +153,19 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds another's counts; token counts come from upstreams and saturate.
     pub fn add(&mut self, o: &Counters) {
         self.requests += o.requests;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.cached_input_tokens += o.cached_input_tokens;
-        self.cache_write_tokens += o.cache_write_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.cached_input_tokens = self.cached_input_tokens.saturating_add(o.cached_input_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(o.cache_write_tokens);
         self.estimated += o.estimated;
         self.cost_usd += o.cost_usd;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
-        self.saved_input_tokens += o.saved_input_tokens;
-        self.saved_output_tokens += o.saved_output_tokens;
+        self.saved_input_tokens = self.saved_input_tokens.saturating_add(o.saved_input_tokens);
+        self.saved_output_tokens = self.saved_output_tokens.saturating_add(o.saved_output_tokens);
         self.saved_cost_usd += o.saved_cost_usd;
         self.coalesced += o.coalesced;
     }
@@ -220,6 +209,8 @@ pub struct Delta {
     pub attempts: Vec<((Arc<str>, &'static str), u64)>,
     /// Refusals per rate-limit rule (or budget).
     pub ratelimited: Vec<(Arc<str>, u64)>,
+    /// Requests a budget let through unpriced, per model label.
+    pub unpriced: Vec<(Arc<str>, u64)>,
     pub records_dropped: u64,
     /// Gauges: this worker's open client and upstream connections.
     pub open_client: u64,

@@ -1,10 +1,9 @@
-//! The worker-local half: aggregate per request with no shared state, flush
-//! deltas every 250 ms.
+//! The worker-local half: aggregate per request with no shared state; the
+//! worker flushes the deltas every 250 ms (the proxy worker).
 
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
-    rc::Rc,
     sync::Arc,
     time::Duration,
 };
@@ -13,21 +12,21 @@ use crossbeam_channel::TrySendError;
 
 use super::{Analytics, Counters, Delta, HistKey, Hists, Record, SeriesKey};
 
-const FLUSH_EVERY: Duration = Duration::from_millis(250);
-
 #[derive(Default)]
 struct Local {
     counters: HashMap<SeriesKey, Counters>,
     hists: HashMap<HistKey, Hists>,
     attempts: HashMap<(Arc<str>, &'static str), u64>,
     ratelimited: HashMap<Arc<str>, u64>,
+    unpriced: HashMap<Arc<str>, u64>,
     records_dropped: u64,
 }
 
 /// Distinct model labels a worker keeps; the model name comes from the
 /// client, so past this every new name is counted under "other" instead of
-/// growing /metrics and the collector without bound.
-const MAX_MODELS: usize = 1000;
+/// growing /metrics and the collector without bound (the collector bounds
+/// the total over all workers the same way).
+const MAX_MODELS: usize = super::collector::MAX_MODEL_LABELS;
 
 pub struct Recorder {
     worker: usize,
@@ -39,6 +38,8 @@ pub struct Recorder {
     pending: RefCell<Option<Delta>>,
     /// Upstream connections this worker holds (in use or pooled).
     pub open_upstream: Cell<u64>,
+    /// The gauges (open client, open upstream) of the last delta sent.
+    sent_gauges: Cell<Option<(u64, u64)>>,
 }
 
 /// Series label for requests that never reached a provider or model.
@@ -56,6 +57,7 @@ impl Recorder {
             local: RefCell::new(Local::default()),
             pending: RefCell::new(None),
             open_upstream: Cell::new(0),
+            sent_gauges: Cell::new(None),
         }
     }
 
@@ -69,22 +71,26 @@ impl Recorder {
                 SeriesKey { provider: provider.clone(), model: model.clone(), status: rec.status, cache: rec.cache };
             let c = local.counters.entry(key).or_default();
             c.requests += 1;
+            // Upstream numbers may be anything: counters saturate.
             if let Some(u) = rec.usage {
-                c.input_tokens += u.input.saturating_sub(u.cached_input);
-                c.cached_input_tokens += u.cached_input;
-                c.cache_write_tokens += u.cache_write;
-                c.output_tokens += u.output;
+                c.input_tokens = c.input_tokens.saturating_add(u.input.saturating_sub(u.cached_input));
+                c.cached_input_tokens = c.cached_input_tokens.saturating_add(u.cached_input);
+                c.cache_write_tokens = c.cache_write_tokens.saturating_add(u.cache_write);
+                c.output_tokens = c.output_tokens.saturating_add(u.output);
             }
             c.estimated += u64::from(rec.estimated);
             c.cost_usd += rec.cost_usd.unwrap_or(0.0);
             c.bytes_in += rec.bytes_in;
             c.bytes_out += rec.bytes_out;
             if let Some(u) = rec.saved {
-                c.saved_input_tokens += u.input;
-                c.saved_output_tokens += u.output;
+                c.saved_input_tokens = c.saved_input_tokens.saturating_add(u.input);
+                c.saved_output_tokens = c.saved_output_tokens.saturating_add(u.output);
             }
             c.saved_cost_usd += rec.saved_cost_usd.unwrap_or(0.0);
             c.coalesced += u64::from(rec.coalesced);
+            if rec.unpriced {
+                *local.unpriced.entry(model.clone()).or_default() += 1;
+            }
             let h = local.hists.entry(HistKey { provider: provider.clone(), model }).or_default();
             h.duration.saturating_record(micros(rec.duration));
             if let Some(t) = rec.ttfb {
@@ -127,9 +133,22 @@ impl Recorder {
         label
     }
 
+    /// Nothing was recorded since the last flush, and nothing waits.
+    pub fn is_idle(&self) -> bool {
+        let l = self.local.borrow();
+        l.counters.is_empty() && l.records_dropped == 0 && self.pending.borrow().is_none()
+    }
+
     /// Moves the local aggregates into a delta and tries to send it; if the
     /// channel is full the delta waits for the next flush (never lost).
     pub fn flush(&self, open_client: u64) {
+        // Nothing new to say: no delta, so an idle gateway does not wake the
+        // collector.
+        let gauges = (open_client, self.open_upstream.get());
+        if self.is_idle() && self.sent_gauges.get() == Some(gauges) {
+            return;
+        }
+        self.sent_gauges.set(Some(gauges));
         let taken = std::mem::take(&mut *self.local.borrow_mut());
         let mut delta =
             self.pending.borrow_mut().take().unwrap_or_else(|| Delta { worker: self.worker, ..Delta::default() });
@@ -156,35 +175,24 @@ fn merge_into(delta: &mut Delta, local: Local) {
             None => delta.hists.push((k, h)),
         }
     }
-    for (k, n) in local.attempts {
-        match delta.attempts.iter_mut().find(|(dk, _)| *dk == k) {
-            Some((_, dn)) => *dn += n,
-            None => delta.attempts.push((k, n)),
-        }
-    }
-    for (k, n) in local.ratelimited {
-        match delta.ratelimited.iter_mut().find(|(dk, _)| *dk == k) {
-            Some((_, dn)) => *dn += n,
-            None => delta.ratelimited.push((k, n)),
-        }
-    }
+    add_counts(&mut delta.attempts, local.attempts);
+    add_counts(&mut delta.ratelimited, local.ratelimited);
+    add_counts(&mut delta.unpriced, local.unpriced);
     delta.records_dropped += local.records_dropped;
+}
+
+/// Adds per-label counts into a delta's list.
+fn add_counts<K: PartialEq>(into: &mut Vec<(K, u64)>, counts: HashMap<K, u64>) {
+    for (k, n) in counts {
+        match into.iter_mut().find(|(dk, _)| *dk == k) {
+            Some((_, dn)) => *dn += n,
+            None => into.push((k, n)),
+        }
+    }
 }
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// The worker task that flushes every 250 ms, and once more at the end.
-pub async fn flush_loop(rec: Rc<Recorder>, ctx: Rc<crate::server::listener::ServerCtx>) {
-    loop {
-        monoio::time::sleep(FLUSH_EVERY).await;
-        rec.flush(ctx.open_connections() as u64);
-        if ctx.draining() && ctx.open_connections() == 0 {
-            rec.flush(0);
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,25 @@ pub struct KeyRecord {
     /// Spend per UTC calendar month, USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly_usd: Option<f64>,
+    /// What the budget does with a model the price table does not know.
+    #[serde(default, skip_serializing_if = "OnUnpriced::is_allow")]
+    pub on_unpriced: OnUnpriced,
+}
+
+/// A budget's answer to a model without a price: let it through (reserved
+/// at nothing, counted in `aigw_unpriced_requests_total`), or refuse it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnpriced {
+    #[default]
+    Allow,
+    Deny,
+}
+
+impl OnUnpriced {
+    fn is_allow(&self) -> bool {
+        *self == OnUnpriced::Allow
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -164,6 +183,7 @@ impl KeyRecord {
             tpm: None,
             daily_usd: None,
             monthly_usd: None,
+            on_unpriced: OnUnpriced::Allow,
         }
     }
 }

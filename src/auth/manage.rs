@@ -2,8 +2,8 @@
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use super::keyfile::{KeyFile, KeyRecord};
-use crate::cache::entry::now_unix_ms;
+use super::keyfile::{KeyFile, KeyRecord, OnUnpriced};
+use crate::util::now_unix_ms;
 
 /// What `aigw keys create` may set.
 #[derive(Debug, Default, Clone)]
@@ -16,6 +16,8 @@ pub struct NewKey {
     pub tpm: Option<u64>,
     pub daily_usd: Option<f64>,
     pub monthly_usd: Option<f64>,
+    /// Refuse models without a price (the budget cannot count them).
+    pub deny_unpriced: bool,
 }
 
 /// Adds a key; returns the key itself, which is shown once and never
@@ -39,6 +41,7 @@ pub fn create(file: &Path, new: NewKey) -> Result<(String, String), String> {
         tpm: new.tpm,
         daily_usd: new.daily_usd,
         monthly_usd: new.monthly_usd,
+        on_unpriced: if new.deny_unpriced { OnUnpriced::Deny } else { OnUnpriced::Allow },
         ..KeyRecord::named(&new.name)
     };
     let (record, key) = f.create(record, now)?;
@@ -79,6 +82,9 @@ pub fn list(file: &Path) -> Result<String, String> {
             if let Some(v) = v {
                 extra.push(format!("{n}={v}"));
             }
+        }
+        if k.on_unpriced == OnUnpriced::Deny {
+            extra.push("on_unpriced=deny".into());
         }
         if !extra.is_empty() {
             let _ = write!(out, "  ({})", extra.join(", "));

@@ -23,7 +23,7 @@ use std::{
 
 use keyfile::{KeyFile, key_hash, key_id, unhex};
 
-use crate::{cache::entry::now_unix_ms, server::shutdown::Shutdown};
+use crate::util::{now_unix_ms, shutdown::Shutdown};
 
 /// One usable key, as checked per request.
 #[derive(Debug)]
@@ -40,6 +40,7 @@ pub struct GatewayKey {
     pub tpm: Option<u64>,
     pub daily_usd: Option<f64>,
     pub monthly_usd: Option<f64>,
+    pub on_unpriced: keyfile::OnUnpriced,
 }
 
 /// Why a request was refused.
@@ -79,6 +80,7 @@ impl KeySet {
                 tpm: r.tpm,
                 daily_usd: r.daily_usd,
                 monthly_usd: r.monthly_usd,
+                on_unpriced: r.on_unpriced,
             };
             if by_id.insert(r.id.clone(), Arc::new(key)).is_some() {
                 return Err(format!("key id {} appears twice", r.id));
@@ -187,7 +189,9 @@ impl Keys {
                 })
             };
             let mut last = stamp(&keys.path);
-            while !stop.sleep(Duration::from_millis(200)) {
+            // Twice a second: "within a second" for revocations, and next to
+            // no wake-ups while idle.
+            while !stop.sleep(Duration::from_millis(500)) {
                 let now = stamp(&keys.path);
                 if now != last {
                     last = now;

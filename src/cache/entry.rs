@@ -109,8 +109,6 @@ pub fn stored_header(name: &[u8]) -> bool {
         || name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-aigw-"))
 }
 
-pub use crate::util::now_unix_ms;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,8 +56,15 @@ enum Phase {
 #[derive(Debug, Default)]
 struct State {
     phase: Phase,
+    /// The body from byte `base` on: past `max_bytes` (so it will not be
+    /// stored), bytes every follower has copied are dropped.
     body: BytesMut,
+    base: usize,
+    /// Followers still here: they count out when they leave, so the leader
+    /// knows when no one needs the rest of the answer.
     followers: usize,
+    /// Each follower's progress (absolute offset), by slot; None once gone.
+    offsets: Vec<Option<usize>>,
     wakers: Vec<Waker>,
 }
 
@@ -100,8 +107,20 @@ pub enum Update {
 /// A follower's position in a flight.
 pub struct Follower {
     flight: Arc<Flight>,
+    slot: usize,
     head_seen: bool,
+    /// Bytes of the body copied so far (from its very start).
     offset: usize,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let mut s = self.flight.lock();
+        if let Some(o) = s.offsets.get_mut(self.slot) {
+            *o = None;
+        }
+        s.followers = s.followers.saturating_sub(1);
+    }
 }
 
 impl Follower {
@@ -125,9 +144,16 @@ impl Follower {
                     Phase::Done { body, .. } => body,
                     _ => &s.body,
                 };
-                if body.len() > self.offset {
-                    out.extend_from_slice(&body[self.offset..]);
-                    self.offset = body.len();
+                // Never behind `base`: only bytes every follower copied
+                // are dropped.
+                let from = self.offset.saturating_sub(s.base);
+                if body.len() > from {
+                    out.extend_from_slice(&body[from..]);
+                    self.offset = s.base + body.len();
+                    let (slot, offset) = (self.slot, self.offset);
+                    if let Some(o) = s.offsets.get_mut(slot) {
+                        *o = Some(offset);
+                    }
                     return Poll::Ready(Update::Data);
                 }
                 if let Phase::Done { usage, .. } = &s.phase {
@@ -154,13 +180,15 @@ pub struct Leader {
     max_bytes: usize,
     /// Past `max_bytes` with no follower: nothing is kept any more.
     abandoned: bool,
+    /// Past `max_bytes`: the body is not stored.
+    oversized: bool,
 }
 
 impl Leader {
     /// A flight no one can join (coalescing off): it only collects the
     /// body for the store.
     pub fn solo(max_bytes: usize) -> Leader {
-        Leader { flight: Arc::default(), registry: None, max_bytes, abandoned: false }
+        Leader { flight: Arc::default(), registry: None, max_bytes, abandoned: false, oversized: false }
     }
 
     /// Whether identical requests are following this one.
@@ -181,15 +209,17 @@ impl Leader {
         self.flight.publish(|s| s.phase = Phase::Released);
     }
 
-    /// Appends the next piece of the body as the client sees it.
+    /// Appends the next piece of the body as the client sees it. The
+    /// flight never holds more than `max_bytes` of it: past that the answer
+    /// will not be stored and admits no new followers; bytes every follower
+    /// has copied are dropped, and followers that fall `max_bytes` behind
+    /// are cut short (their connections close, like a broken upstream's).
     pub fn data(&mut self, piece: &[u8]) {
         if self.abandoned || piece.is_empty() {
             return;
         }
         let mut s = self.flight.lock();
         if s.body.len() + piece.len() > self.max_bytes {
-            // Too big to store. Followers that joined still need every
-            // byte; with none, stop keeping them and admit no more.
             drop(s);
             self.unregister();
             s = self.flight.lock();
@@ -199,6 +229,17 @@ impl Leader {
                 drop(s);
                 // Late joiners that registered between the checks.
                 return self.flight.publish(|s| s.phase = Phase::Released);
+            }
+            self.oversized = true;
+            let copied = s.offsets.iter().flatten().copied().min().unwrap_or(s.base + s.body.len());
+            let drop_n = copied.saturating_sub(s.base).min(s.body.len());
+            let _ = s.body.split_to(drop_n);
+            s.base += drop_n;
+            if s.body.len() + piece.len() > self.max_bytes {
+                self.abandoned = true;
+                s.body = BytesMut::new();
+                drop(s);
+                return self.flight.publish(|s| s.phase = Phase::Cut);
             }
         }
         s.body.extend_from_slice(piece);
@@ -214,7 +255,7 @@ impl Leader {
     pub fn finish(mut self, usage: Option<Usage>) -> Option<Bytes> {
         self.unregister();
         let mut body = None;
-        let abandoned = self.abandoned;
+        let abandoned = self.abandoned || self.oversized;
         let max = self.max_bytes;
         self.flight.publish(|s| {
             if let Phase::Streaming(head) = &s.phase {
@@ -278,12 +319,23 @@ impl Flights {
         if let Some(f) = shard.get(&key) {
             let flight = f.clone();
             drop(shard);
-            flight.lock().followers += 1;
-            return Join::Follower(Follower { flight, head_seen: false, offset: 0 });
+            let slot = {
+                let mut s = flight.lock();
+                s.followers += 1;
+                s.offsets.push(Some(0));
+                s.offsets.len() - 1
+            };
+            return Join::Follower(Follower { flight, slot, head_seen: false, offset: 0 });
         }
         let flight = Arc::new(Flight::default());
         shard.insert(key, flight.clone());
-        Join::Leader(Leader { flight, registry: Some((self.clone(), key)), max_bytes, abandoned: false })
+        Join::Leader(Leader {
+            flight,
+            registry: Some((self.clone(), key)),
+            max_bytes,
+            abandoned: false,
+            oversized: false,
+        })
     }
 
     fn remove(&self, key: CacheKey, flight: &Arc<Flight>) {
@@ -393,6 +445,45 @@ mod tests {
     }
 
     #[test]
+    fn followers_that_leave_are_counted_out() {
+        let flights = Flights::new();
+        let Join::Leader(mut leader) = flights.join(CacheKey(6), 1 << 20) else { panic!() };
+        let Join::Follower(f) = flights.join(CacheKey(6), 1 << 20) else { panic!() };
+        assert!(leader.has_followers());
+        drop(f);
+        assert!(!leader.has_followers(), "the leader need not read on for a follower that left");
+        leader.head(head());
+        let _ = leader.finish(None);
+    }
+
+    #[test]
+    fn the_flight_never_holds_more_than_max_bytes() {
+        let flights = Flights::new();
+        let Join::Leader(mut leader) = flights.join(CacheKey(7), 8) else { panic!() };
+        let Join::Follower(mut quick) = flights.join(CacheKey(7), 8) else { panic!() };
+        let Join::Follower(mut slow) = flights.join(CacheKey(7), 8) else { panic!() };
+        leader.head(head());
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        assert!(matches!(block_on(quick.next(&mut a)), Update::Head(_)));
+        assert!(matches!(block_on(slow.next(&mut b)), Update::Head(_)));
+        leader.data(b"12345");
+        assert!(matches!(block_on(quick.next(&mut a)), Update::Data));
+        assert!(matches!(block_on(slow.next(&mut b)), Update::Data));
+        // Past 8 bytes: what both copied is dropped, the rest still flows.
+        leader.data(b"67890");
+        assert!(matches!(block_on(quick.next(&mut a)), Update::Data));
+        leader.data(b"abc");
+        assert!(matches!(block_on(quick.next(&mut a)), Update::Data));
+        assert_eq!(&a[..], b"1234567890abc");
+        // `slow` has copied 5 of 13: 8 behind. One more byte and it would
+        // hold 9 for it: followers are cut rather than the flight growing.
+        leader.data(b"d");
+        assert!(matches!(block_on(quick.next(&mut a)), Update::Cut));
+        assert!(matches!(block_on(slow.next(&mut b)), Update::Cut));
+        assert_eq!(leader.finish(None), None);
+    }
+
+    #[test]
     fn oversized_bodies_are_not_kept_without_followers() {
         let flights = Flights::new();
         let Join::Leader(mut leader) = flights.join(CacheKey(4), 8) else { panic!() };
@@ -404,12 +495,14 @@ mod tests {
         let Join::Leader(mut leader) = flights.join(CacheKey(5), 8) else { panic!() };
         let Join::Follower(mut f) = flights.join(CacheKey(5), 8) else { panic!() };
         leader.head(head());
-        leader.data(b"12345");
-        leader.data(b"67890");
-        assert_eq!(leader.finish(None), None);
         let mut out = BytesMut::new();
         assert!(matches!(block_on(f.next(&mut out)), Update::Head(_)));
+        leader.data(b"12345");
         assert!(matches!(block_on(f.next(&mut out)), Update::Data));
-        assert_eq!(&out[..], b"1234567890", "a follower that joined still gets all of it");
+        leader.data(b"67890");
+        assert_eq!(leader.finish(None), None, "too big to store");
+        assert!(matches!(block_on(f.next(&mut out)), Update::Data));
+        assert_eq!(&out[..], b"1234567890", "a follower that keeps up gets all of it");
+        assert!(matches!(block_on(f.next(&mut out)), Update::End(None)));
     }
 }

@@ -23,7 +23,12 @@ use std::{sync::Arc, time::Duration};
 pub use entry::Entry;
 pub use key::CacheKey;
 
-use self::{flight::Flights, memory::MemoryStore};
+use bytes::Bytes;
+
+use self::{
+    flight::{FlightHead, Flights, Leader},
+    memory::MemoryStore,
+};
 use crate::{
     config::{CacheBackend, CacheConfig, CacheScope},
     error::GatewayError,
@@ -42,12 +47,13 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn header(self) -> &'static [u8] {
+    /// The `x-aigw-cache-status` line.
+    pub fn line(self) -> &'static [u8] {
         match self {
-            CacheStatus::Hit => b"HIT",
-            CacheStatus::Miss => b"MISS",
-            CacheStatus::Bypass => b"BYPASS",
-            CacheStatus::Expired => b"EXPIRED",
+            CacheStatus::Hit => b"x-aigw-cache-status: HIT\r\n",
+            CacheStatus::Miss => b"x-aigw-cache-status: MISS\r\n",
+            CacheStatus::Bypass => b"x-aigw-cache-status: BYPASS\r\n",
+            CacheStatus::Expired => b"x-aigw-cache-status: EXPIRED\r\n",
         }
     }
 
@@ -181,7 +187,7 @@ impl Cache {
             (None, None) => None,
         };
         match found {
-            Some(e) if e.expired(entry::now_unix_ms()) => Lookup::Expired,
+            Some(e) if e.expired(crate::util::now_unix_ms()) => Lookup::Expired,
             Some(e) => Lookup::Hit(e),
             None => Lookup::Miss,
         }
@@ -223,6 +229,60 @@ impl Cache {
     pub fn redis_errors(&self) -> u64 {
         self.redis.as_ref().map_or(0, redis::RedisStore::errors)
     }
+}
+
+/// Whether an answer may be stored and shared with identical requests:
+/// complete 2xx answers with a body (a 206 is only part of one).
+pub fn storable(status: u16, has_body: bool) -> bool {
+    (200..300).contains(&status) && status != 206 && has_body
+}
+
+/// A cacheable miss being relayed: the leader of its flight, and where the
+/// answer goes once complete.
+pub struct Fill {
+    pub leader: Leader,
+    pub key: CacheKey,
+    pub ttl: Duration,
+}
+
+impl Fill {
+    /// The answer's head arrived: followers get it, and the fill goes on,
+    /// if the answer is `storable`; otherwise they are released to go
+    /// upstream alone and nothing is stored.
+    pub fn start(mut self, head: FlightHead, has_body: bool) -> Option<Fill> {
+        if storable(head.status, has_body) {
+            self.leader.head(head);
+            Some(self)
+        } else {
+            self.leader.release();
+            None
+        }
+    }
+
+    /// The answer was relayed whole: followers get its end, and the entry
+    /// is stored (`usage` only when the provider reported it exactly) if
+    /// `store` — a stream that ended without its format's last event, or
+    /// with an error event, reached the followers but is not kept.
+    pub fn complete(self, cache: &Cache, entry: Stored, store: bool) {
+        let Fill { leader, key, ttl } = self;
+        if let Some(body) = leader.finish(entry.usage)
+            && store
+        {
+            let expires_unix_ms =
+                crate::util::now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            let Stored { status, headers, stream, provider, usage } = entry;
+            cache.put(key, Entry { status, headers, body, stream, expires_unix_ms, provider, usage });
+        }
+    }
+}
+
+/// What an entry keeps besides its body (which the flight collected).
+pub struct Stored {
+    pub status: u16,
+    pub headers: Bytes,
+    pub stream: bool,
+    pub provider: Arc<str>,
+    pub usage: Option<crate::tap::Usage>,
 }
 
 #[derive(Debug, Clone, Copy)]

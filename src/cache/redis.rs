@@ -11,13 +11,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{
-    CacheKey, Purge,
-    entry::{Entry, now_unix_ms},
-};
+use super::{CacheKey, Purge, entry::Entry};
 use crate::{
     config::RedisConfig,
     redis::{Client, Reply, Target, glob_escape},
+    util::now_unix_ms,
 };
 
 #[derive(Clone)]

@@ -82,9 +82,9 @@ fn expired_entries_are_reported_as_such() {
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
     rt.block_on(async {
         assert!(matches!(c.get("openai", CacheKey(1)).await, Lookup::Miss));
-        c.put(CacheKey(1), entry(entry::now_unix_ms() + 60_000));
+        c.put(CacheKey(1), entry(crate::util::now_unix_ms() + 60_000));
         assert!(matches!(c.get("openai", CacheKey(1)).await, Lookup::Hit(_)));
-        c.put(CacheKey(2), entry(entry::now_unix_ms() - 1));
+        c.put(CacheKey(2), entry(crate::util::now_unix_ms() - 1));
         assert!(matches!(c.get("openai", CacheKey(2)).await, Lookup::Expired));
         assert_eq!(c.purge(Purge::All).await, Ok(2));
     });

@@ -163,7 +163,6 @@ pub(super) fn validate_rules(
     raw: Vec<RawRateLimit>,
     providers: &[Provider],
     auth: &AuthConfig,
-    analytics: bool,
 ) -> Vec<RateLimitRule> {
     let mut rules: Vec<RateLimitRule> = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -195,9 +194,6 @@ pub(super) fn validate_rules(
             None | Some(RawUnit::Requests) => Unit::Requests,
             Some(RawUnit::Tokens) => Unit::Tokens,
         };
-        if unit == Unit::Tokens && !analytics {
-            errors.push(at("unit"), "token limits need server.analytics = true (tokens are counted by the tap)");
-        }
         if r.limit == 0 {
             errors.push(at("limit"), "must be at least 1");
         }

@@ -30,7 +30,7 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub log: LogConfig,
     /// `[pricing."MODEL"]` overrides on top of the built-in price table.
-    pub pricing: std::collections::BTreeMap<String, crate::analytics::pricing::Price>,
+    pub pricing: std::collections::BTreeMap<String, crate::pricing::Price>,
     pub cache: CacheConfig,
     pub auth: AuthConfig,
     pub rate_limits: Vec<RateLimitRule>,
@@ -158,6 +158,10 @@ pub struct Provider {
     pub cache_ttl: Option<Duration>,
     /// Attempts on this provider alone (pass-through), 1 = no retries.
     pub max_attempts: u32,
+    /// Send a non-idempotent request (POST) again to this provider after it
+    /// was written and no answer came (the provider may have processed and
+    /// billed it). Off by default.
+    pub retry_unanswered: bool,
     /// Models listed by `GET /v1/models` as `provider/model`.
     pub models: Vec<String>,
     /// Consecutive failures that eject the provider from routes.
@@ -278,7 +282,7 @@ impl Config {
                     toml::Value::Table(t) => {
                         for (model, v) in t {
                             let path = format!("pricing.\"{model}\"");
-                            if let Some(p) = section::<crate::analytics::pricing::Price>(&mut errors, &path, v) {
+                            if let Some(p) = section::<crate::pricing::Price>(&mut errors, &path, v) {
                                 let prices = [Some(p.input), Some(p.output), p.cached_input, p.cache_write];
                                 if prices.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
                                     errors.push(path, "prices must be finite and not negative");
@@ -327,8 +331,7 @@ impl Config {
         let cache = cache::validate(&mut errors, raw_cache.unwrap_or_default());
         let auth =
             access::validate_auth(&mut errors, raw_auth.unwrap_or_default(), server.as_ref().map(|s| s.admin_listen));
-        let analytics = server.as_ref().is_none_or(|s| s.analytics);
-        let rate_limits = access::validate_rules(&mut errors, raw_rules, &providers, &auth, analytics);
+        let rate_limits = access::validate_rules(&mut errors, raw_rules, &providers, &auth);
         let limit_store = access::validate_store(&mut errors, raw_store.unwrap_or_default());
         let routes: Vec<Route> = raw_routes
             .into_iter()
@@ -552,6 +555,7 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         tls_ca_file: raw.tls_ca_file,
         cache_ttl: raw.cache_ttl,
         max_attempts: raw.max_attempts.unwrap_or(1),
+        retry_unanswered: raw.retry_unanswered.unwrap_or(false),
         models: raw.models,
         failure_threshold: raw.failure_threshold.unwrap_or(5),
         cooldown: raw.cooldown.unwrap_or(Duration::from_secs(30)),

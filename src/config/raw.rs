@@ -92,6 +92,7 @@ pub struct RawProvider {
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub cache_ttl: Option<Duration>,
     pub max_attempts: Option<u32>,
+    pub retry_unanswered: Option<bool>,
     #[serde(default)]
     pub models: Vec<String>,
     pub failure_threshold: Option<u32>,

@@ -118,7 +118,8 @@ fn each_rejection_names_its_key() {
     assert_rejects(&format!("{}{MOCK}", rule.replace("limit = 10", "limit = 0")), "rate_limits[0].limit");
     assert_rejects(&format!("{}{MOCK}", rule.replace("60s", "0s")), "rate_limits[0].window");
     assert_rejects(&format!("{rule}match = {{ provider = \"nope\" }}\n{MOCK}"), "rate_limits[0].match.provider");
-    assert_rejects(&format!("{rule}unit = \"tokens\"\n[server]\nanalytics = false\n{MOCK}"), "rate_limits[0].unit");
+    // The tap counts tokens whether analytics records them or not.
+    assert!(errors_of(&format!("{rule}unit = \"tokens\"\n[server]\nanalytics = false\n{MOCK}")).is_empty());
     assert_rejects(&format!("{rule}color = 1\n{MOCK}"), "rate_limits[0].color");
     assert_rejects(&format!("[limit_store]\nbackend = \"redis\"\n{MOCK}"), "limit_store.redis_url");
     assert_rejects(&format!("[limit_store]\nlease_fraction = 0.5\n{MOCK}"), "limit_store.backend");

@@ -7,7 +7,9 @@
 //! bodies move as `Bytes` slices of the buffer they were read into.
 
 pub mod chunked;
+pub mod path;
 pub mod request;
+pub mod respond;
 pub mod response;
 pub mod write;
 

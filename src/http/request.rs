@@ -208,6 +208,18 @@ impl RequestHead {
         &self.raw[self.parsed.target.clone()]
     }
 
+    /// The method as a shared slice of the head (no copy).
+    pub fn method_bytes(&self) -> Bytes {
+        self.raw.slice(self.parsed.method.clone())
+    }
+
+    /// The target's path, without the query, as a shared slice of the head.
+    pub fn path_bytes(&self) -> Bytes {
+        let t = self.parsed.target.clone();
+        let end = self.raw[t.clone()].iter().position(|&b| b == b'?').map_or(t.end, |q| t.start + q);
+        self.raw.slice(t.start..end)
+    }
+
     pub fn version(&self) -> Version {
         self.parsed.version
     }

@@ -5,7 +5,7 @@ use super::{
 };
 use crate::{
     error::{GatewayError, json_response},
-    server::conn::{ClientIo, Outcome, Request},
+    service::{ClientIo, Outcome, Request},
 };
 
 pub async fn messages(

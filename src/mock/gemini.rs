@@ -4,7 +4,8 @@
 use super::{EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, send, word};
 use crate::{
     error::{GatewayError, json_response},
-    server::conn::{ClientIo, Outcome, Request},
+    providers::body::RequestInfo,
+    service::{ClientIo, Outcome, Request},
 };
 
 /// The function to call: the first declared, unless the conversation ends
@@ -22,9 +23,9 @@ pub async fn generate(
     plan: &Plan,
     io: &mut ClientIo,
     keep_alive: bool,
-    model: &str,
-    stream: bool,
+    path: &RequestInfo,
 ) -> Result<Outcome, GatewayError> {
+    let (model, stream) = (path.model.as_deref().unwrap_or_default(), path.stream);
     let body = match parse_body(req) {
         Ok(v) => v,
         Err(resp) => return send(io, resp, false).await,

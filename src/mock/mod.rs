@@ -42,12 +42,9 @@ use crate::{
     config::{IoDriver, Limits, ServerTimeouts},
     error::{GatewayError, json_error, json_response},
     http::{Version, write},
-    server::{
-        self,
-        conn::{ClientIo, Handler, Outcome, Request},
-        runtime::Threads,
-        shutdown::Shutdown,
-    },
+    server::{self, runtime::Threads},
+    service::{ClientIo, Outcome, Request, Service, respond_error},
+    util::shutdown::Shutdown,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -145,8 +142,8 @@ impl MockServer {
         };
         let s = stats.clone();
         let prefixes = Arc::new(PrefixCache::default());
-        let make = move |_| Handler::Mock(Rc::new(MockCtx { opts, stats: s.clone(), prefixes: prefixes.clone() }));
-        let service = server::Service {
+        let make = move |_| Rc::new(MockCtx { opts, stats: s.clone(), prefixes: prefixes.clone() });
+        let service = server::ServiceConfig {
             name: "aigw-mock",
             driver: IoDriver::Auto,
             limits,
@@ -188,7 +185,17 @@ fn header_num(req: &Request, name: &str) -> Option<u64> {
     req.head.header(name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.trim().parse().ok())
 }
 
-pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
+impl Service for MockCtx {
+    async fn handle(&self, req: Request, io: &mut ClientIo, keep_alive: bool) -> Outcome {
+        let (version, id) = (req.head.version(), req.id);
+        match handle(self, req, io, keep_alive).await {
+            Ok(outcome) => outcome,
+            Err(e) => respond_error(io, &e, version, id, keep_alive).await.0,
+        }
+    }
+}
+
+async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
     m.stats.requests.fetch_add(1, Ordering::SeqCst);
     let plan = Plan {
         tokens: header_num(&req, "x-mock-tokens").map_or(m.opts.tokens, |n| n.min(1_000_000) as usize),
@@ -212,9 +219,8 @@ pub async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bo
         (b"POST", p) if p.ends_with(b"/chat/completions") => openai::chat(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b"/messages") => anthropic::messages(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b":generateContent") || p.ends_with(b":streamGenerateContent") => {
-            let info = crate::analytics::request_body::gemini_path(p).unwrap_or_default();
-            let model = info.model.unwrap_or_default();
-            gemini::generate(m, &req, &plan, io, keep_alive, &model, info.stream).await
+            let info = crate::providers::gemini::gemini_path(p).unwrap_or_default();
+            gemini::generate(m, &req, &plan, io, keep_alive, &info).await
         }
         (b"POST", p) if p.ends_with(b"/embeddings") => {
             let body = match parse_body(&req) {

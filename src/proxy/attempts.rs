@@ -6,19 +6,21 @@
 //! last attempt's answer is relayed whatever it is. Switching to another
 //! upstream goes at once; trying the same one again waits an exponential
 //! backoff with jitter, or the upstream's `Retry-After` when it says more.
+//!
+//! A request that is not idempotent (POST: every completion) and reached an
+//! upstream whole, but got no answer (the connection closed, the first
+//! byte timed out), is never sent to that upstream again — it may have been
+//! processed and billed — unless the provider sets `retry_unanswered`. It
+//! may still go to another target of a fallback route.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use super::{Worker, resolve::Candidate};
+use super::{Worker, ctx::Attempts, resolve::Candidate};
 use crate::{
-    analytics::Record,
-    cache::entry::now_unix_ms,
     error::GatewayError,
     routing::{InFlight, random},
-    upstream::exchange::{self, Outgoing, ResponseStart},
+    upstream::exchange::{self, Failed, Outgoing, ResponseStart},
+    util::now_unix_ms,
 };
 
 /// The attempt that will be relayed.
@@ -41,17 +43,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// relayed to the client, who can decide.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-fn retryable(e: &GatewayError) -> bool {
-    matches!(
-        e,
-        GatewayError::UpstreamConnect { .. }
-            | GatewayError::UpstreamTls { .. }
-            | GatewayError::UpstreamClosed { .. }
-            | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::UpstreamProtocol { .. }
-    )
-}
-
 /// Exponential backoff with jitter: 100 ms × 2^n, capped at 2 s, scaled by
 /// a random factor in [0.5, 1).
 fn backoff(n: u32) -> Duration {
@@ -69,20 +60,29 @@ fn retry_after(start: &ResponseStart) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where and how often to try.
+pub struct Plan<'p, 'a> {
+    pub candidates: &'p [Candidate<'a>],
+    /// Candidate indexes in the order to try them.
+    pub order: &'p [usize],
+    pub max_attempts: u32,
+    pub deadline: Instant,
+}
+
+/// Walks the plan until an answer to relay; `build` renders the request
+/// for a candidate (its body may differ per target), and the attempts made
+/// are noted in `made`.
 pub async fn run<'a>(
     w: &'a Worker,
-    candidates: &[Candidate<'a>],
-    order: &[usize],
-    max_attempts: u32,
-    deadline: Instant,
+    plan: Plan<'_, 'a>,
     mut build: impl FnMut(&Candidate<'a>) -> Result<(Outgoing, bool), GatewayError>,
-    mut rec: Option<&mut Record>,
+    made: &mut Attempts,
 ) -> Result<Attempted<'a>, GatewayError> {
+    let Plan { candidates, order, max_attempts, deadline } = plan;
     let router = &w.shared.router;
     let mut last_err = None;
     let mut tried = 0u32;
-    let available: Vec<usize> = order.iter().copied().filter(|&i| candidates[i].up.unavailable.is_none()).collect();
+    let mut available: Vec<usize> = order.iter().copied().filter(|&i| candidates[i].up.unavailable.is_none()).collect();
     if available.is_empty() {
         let up = candidates[order[0]].up;
         return Err(GatewayError::ProviderUnavailable {
@@ -90,13 +90,22 @@ pub async fn run<'a>(
             reason: up.unavailable.clone().unwrap_or_default(),
         });
     }
+    // Position in `available`, round-robin; an upstream that may have acted
+    // on an unanswered request leaves the list.
+    let mut pos = 0usize;
     for n in 0..max_attempts {
-        let index = available[n as usize % available.len()];
+        if available.is_empty() {
+            break;
+        }
+        let slot = pos % available.len();
+        pos += 1;
+        let index = available[slot];
         let c = &candidates[index];
-        let next_same = available[(n as usize + 1) % available.len()] == index;
+        let next_same = available[(slot + 1) % available.len()] == index;
         let last = n + 1 == max_attempts || Instant::now() >= deadline;
         tried += 1;
         let (outgoing, strip_usage) = build(c)?;
+        let idempotent = outgoing.idempotent;
         let inflight = router.start(c.up.index);
         let health = &router.health[c.up.index];
         match exchange::start(&w.pool, c.up, outgoing, deadline).await {
@@ -104,7 +113,7 @@ pub async fn run<'a>(
                 if start.head.status >= 500 {
                     health.failure(now_unix_ms());
                 }
-                note_failure(rec.as_deref_mut(), &c.up.label);
+                made.failed.push(c.up.label.clone());
                 let wait =
                     if next_same { retry_after(&start).unwrap_or_default().max(backoff(n)) } else { Duration::ZERO };
                 log::debug!("provider {}: {} — attempt {} of {max_attempts}", c.up.name, start.head.status, n + 1);
@@ -125,36 +134,33 @@ pub async fn run<'a>(
                     health.success();
                 }
                 let attempts = tried + start.attempts - 1;
+                made.made = attempts;
                 return Ok(Attempted { index, start, attempts, strip_usage, _inflight: inflight });
             }
-            Err(e) if !last && retryable(&e) => {
+            Err(f) if !last && f.error.retryable() => {
                 health.failure(now_unix_ms());
-                note_failure(rec.as_deref_mut(), &c.up.label);
-                log::debug!("provider {}: {e:?} — attempt {} of {max_attempts}", c.up.name, n + 1);
-                last_err = Some(e);
-                if next_same {
+                made.failed.push(c.up.label.clone());
+                log::debug!("provider {}: {:?} — attempt {} of {max_attempts}", c.up.name, f.error, n + 1);
+                last_err = Some(f.error);
+                if f.delivered && !idempotent && !c.up.retry_unanswered {
+                    // The upstream got the whole request and may have acted
+                    // on it (and billed it): never to this upstream again.
+                    // Another target of the route may still answer.
+                    available.remove(slot);
+                    pos = slot;
+                } else if next_same {
                     monoio::time::sleep(backoff(n)).await;
                 }
             }
-            Err(e) => {
-                if retryable(&e) {
+            Err(Failed { error: e, .. }) => {
+                if e.retryable() {
                     health.failure(now_unix_ms());
                 }
-                if let Some(r) = rec {
-                    r.attempts = tried;
-                }
+                made.made = tried;
                 return Err(e);
             }
         }
     }
-    if let Some(r) = rec {
-        r.attempts = tried;
-    }
+    made.made = tried;
     Err(last_err.unwrap_or(GatewayError::UpstreamTimeout { provider: "route".into(), phase: "all attempts" }))
-}
-
-fn note_failure(rec: Option<&mut Record>, provider: &Arc<str>) {
-    if let Some(r) = rec {
-        r.failed_attempts.push(provider.clone());
-    }
 }

@@ -1,34 +1,107 @@
-//! Answers that do not go upstream: cache hits, and followers of an
-//! identical request in flight.
+//! The cache phase: the plan for this request, a lookup, and for a miss
+//! the flight it leads or follows. Answers that do not go upstream are
+//! written here: cache hits, and followers of an identical request in
+//! flight.
 
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Worker;
+use super::{Worker, ctx::RequestCtx, headers, resolve::Resolved};
 use crate::{
-    analytics::Record,
     cache::{
-        CacheStatus, Entry,
-        flight::{Follower, Update},
+        CacheStatus, Entry, Fill, Lookup, Plan, PlanInput,
+        flight::{Follower, Join, Leader, Update},
     },
     error::GatewayError,
-    http::{Version, write},
-    server::conn::{ClientIo, Outcome, Request},
+    http::{
+        Version,
+        respond::{Framing, Head},
+        write,
+    },
+    service::{ClientIo, Outcome, Request},
     tap::Usage,
 };
+
+/// Where the cache phase leaves a request.
+pub enum Step {
+    /// Answered from the cache or an identical request in flight.
+    Served(Outcome),
+    /// Goes upstream; with a fill when its answer is to be stored.
+    Upstream(Option<Fill>),
+}
+
+/// What the cache phase needs to know of the request.
+pub struct CacheLookup<'r> {
+    pub provider_ttl: Option<std::time::Duration>,
+    /// Path and query under the provider.
+    pub path: &'r [u8],
+    /// The gateway adds include_usage to the forwarded body.
+    pub stripped: bool,
+    pub deadline: Instant,
+}
+
+/// Plans, looks up, and joins or leads the flight of identical requests.
+pub async fn phase(
+    w: &Worker,
+    req: &Request,
+    ctx: &mut RequestCtx<'_>,
+    target: &Resolved<'_>,
+    l: CacheLookup<'_>,
+    io: &mut ClientIo,
+) -> Result<Step, GatewayError> {
+    let cache = &w.shared.cache;
+    let plan = cache.plan(&PlanInput {
+        head: &req.head,
+        provider: target.label,
+        provider_ttl: l.provider_ttl,
+        path: l.path,
+        body: &req.body,
+        stripped: l.stripped,
+        key_id: ctx.identity.key.as_ref().map(|k| &*k.id),
+    })?;
+    let (key, ttl) = match plan {
+        Plan::Off => return Ok(Step::Upstream(None)),
+        Plan::Bypass => {
+            ctx.cache.status = Some(CacheStatus::Bypass);
+            return Ok(Step::Upstream(None));
+        }
+        Plan::Use { key, ttl } => (key, ttl),
+    };
+    ctx.cache.key = Some(key);
+    let status = match cache.get(target.label, key).await {
+        Lookup::Hit(entry) => {
+            ctx.cache.status = Some(CacheStatus::Hit);
+            return Ok(Step::Served(serve_hit(w, &entry, io, ctx).await));
+        }
+        Lookup::Expired => CacheStatus::Expired,
+        Lookup::Miss => CacheStatus::Miss,
+    };
+    let max = cache.config.max_entry_bytes;
+    let join = if cache.config.coalesce { cache.flights.join(key, max) } else { Join::Leader(Leader::solo(max)) };
+    match join {
+        Join::Leader(leader) => {
+            ctx.cache.status = Some(status);
+            Ok(Step::Upstream(Some(Fill { leader, key, ttl })))
+        }
+        Join::Follower(f) => {
+            ctx.cache.status = Some(CacheStatus::Hit);
+            match follow(w, target.label, f, io, ctx, l.deadline).await? {
+                Followed::Done(outcome) => Ok(Step::Served(outcome)),
+                // The leader got no cacheable answer: this request goes
+                // upstream on its own and stores nothing.
+                Followed::Released => {
+                    ctx.cache.status = Some(status);
+                    Ok(Step::Upstream(None))
+                }
+            }
+        }
+    }
+}
 
 /// Bodies up to this size are copied behind the head (one write); larger
 /// ones go out as the stored `Bytes`, uncopied.
 const COALESCE: usize = 16 * 1024;
-
-/// How the body is framed for this client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
 
 fn framing(stream: bool, length: Option<u64>, version: Version) -> Framing {
     match (stream, length, version) {
@@ -39,42 +112,29 @@ fn framing(stream: bool, length: Option<u64>, version: Version) -> Framing {
 }
 
 /// A response head for a cached or coalesced answer.
-fn head(
-    status: u16,
-    headers: &[u8],
-    framing: Framing,
-    req: &Request,
-    keep_alive: bool,
-    status_header: CacheStatus,
-    extra: &[u8],
-) -> BytesMut {
-    let mut out = BytesMut::with_capacity(256 + headers.len() + extra.len());
-    write::status_line(&mut out, Version::Http11, status, b"");
-    super::headers::copy_stored(&mut out, headers, !extra.is_empty());
-    out.extend_from_slice(extra);
-    match framing {
-        Framing::Length(n) => write::header_u64(&mut out, b"Content-Length", n),
-        Framing::Chunked => write::header(&mut out, b"Transfer-Encoding", b"chunked"),
-        Framing::UntilClose => {}
-    }
-    write::header(&mut out, b"x-aigw-cache-status", status_header.header());
-    write::header(&mut out, b"x-aigw-request-id", req.id.as_bytes());
-    if !keep_alive || framing == Framing::UntilClose {
-        write::header(&mut out, b"Connection", b"close");
-    } else if req.head.version() == Version::Http10 {
-        write::header(&mut out, b"Connection", b"keep-alive");
-    }
-    write::end_head(&mut out);
+fn head(status: u16, stored: &[u8], framing: Framing, ctx: &RequestCtx<'_>, version: Version) -> BytesMut {
+    let extra = &ctx.admission.headers;
+    let head = Head {
+        status,
+        reason: b"",
+        framing,
+        version,
+        keep_alive: ctx.keep_alive,
+        lines: &[headers::cache_line(Some(CacheStatus::Hit)), extra],
+        request_id: Some(ctx.id.as_bytes()),
+    };
+    let mut out = BytesMut::with_capacity(256 + stored.len() + extra.len());
+    head.write(&mut out, |out| headers::copy_stored(out, stored, !extra.is_empty()));
     out
 }
 
 /// Saved tokens and cost, for the record of an answer that cost nothing
 /// upstream: the record itself shows zero tokens.
-fn note_saved(w: &Worker, rec: &mut Record, usage: Option<Usage>) {
-    rec.usage = Some(Usage::default());
-    rec.cost_usd = Some(0.0);
-    rec.saved = usage;
-    rec.saved_cost_usd = match (usage, rec.model.as_deref()) {
+fn note_saved(w: &Worker, ctx: &mut RequestCtx<'_>, usage: Option<Usage>) {
+    ctx.response.usage = Some(Usage::default());
+    ctx.response.cost_usd = Some(0.0);
+    ctx.cache.saved = usage;
+    ctx.cache.saved_cost_usd = match (usage, ctx.model.as_deref()) {
         (Some(u), Some(m)) => w.shared.prices.cost(m, &u),
         _ => None,
     };
@@ -82,18 +142,10 @@ fn note_saved(w: &Worker, rec: &mut Record, usage: Option<Usage>) {
 
 /// Serves a stored entry. A stored stream is replayed as a stream (chunked
 /// `text/event-stream`), all of it at once.
-pub async fn serve_hit(
-    w: &Worker,
-    entry: &Entry,
-    io: &mut ClientIo,
-    req: &Request,
-    keep_alive: bool,
-    extra: &[u8],
-    rec: Option<&mut Record>,
-) -> Outcome {
-    let version = req.head.version();
+async fn serve_hit(w: &Worker, entry: &Entry, io: &mut ClientIo, ctx: &mut RequestCtx<'_>) -> Outcome {
+    let version = ctx.version;
     let framing = framing(entry.stream, Some(entry.body.len() as u64), version);
-    let mut out = head(entry.status, &entry.headers, framing, req, keep_alive, CacheStatus::Hit, extra);
+    let mut out = head(entry.status, &entry.headers, framing, ctx, version);
     let body: Option<Bytes> = match framing {
         Framing::Chunked => {
             if entry.body.len() <= COALESCE {
@@ -105,6 +157,8 @@ pub async fn serve_hit(
                 Some(entry.body.clone())
             }
         }
+        // Entries always have a body (`cache::storable`).
+        Framing::Empty => None,
         Framing::Length(_) | Framing::UntilClose if entry.body.len() <= COALESCE => {
             out.extend_from_slice(&entry.body);
             None
@@ -121,39 +175,33 @@ pub async fn serve_hit(
             sent = sent && io.send(CHUNKED_END).await;
         }
     }
-    if let Some(r) = rec {
-        r.status = entry.status;
-        r.ttfb = Some(req.started.elapsed());
-        r.bytes_out = if sent { total as u64 } else { 0 };
-        note_saved(w, r, entry.usage);
-        if !sent {
-            r.error = Some("client_disconnected");
-        }
+    ctx.response.status = entry.status;
+    ctx.response.ttfb = Some(ctx.started.elapsed());
+    ctx.response.bytes_out = if sent { total as u64 } else { 0 };
+    note_saved(w, ctx, entry.usage);
+    if !sent {
+        ctx.response.error = Some("client_disconnected");
     }
-    if sent && keep_alive && framing != Framing::UntilClose { Outcome::Reusable } else { Outcome::Close }
+    if sent && ctx.keep_alive && framing != Framing::UntilClose { Outcome::Reusable } else { Outcome::Close }
 }
 
 /// How following a flight ended.
-pub enum Followed {
+enum Followed {
     Done(Outcome),
     /// The leader got no cacheable answer: go upstream alone.
     Released,
 }
 
 /// Relays the leader's answer to this follower as it arrives.
-#[allow(clippy::too_many_arguments)]
-pub async fn follow(
+async fn follow(
     w: &Worker,
     provider: &str,
     mut f: Follower,
     io: &mut ClientIo,
-    req: &Request,
-    keep_alive: bool,
+    ctx: &mut RequestCtx<'_>,
     deadline: Instant,
-    extra: &[u8],
-    mut rec: Option<&mut Record>,
 ) -> Result<Followed, GatewayError> {
-    let version = req.head.version();
+    let version = ctx.version;
     let mut body = BytesMut::new();
     let mut out = BytesMut::new();
     let mut fr = Framing::Chunked;
@@ -175,12 +223,10 @@ pub async fn follow(
             Update::Released => return Ok(Followed::Released),
             Update::Head(h) => {
                 fr = framing(h.stream, h.length, version);
-                out = head(h.status, &h.headers, fr, req, keep_alive, CacheStatus::Hit, extra);
+                out = head(h.status, &h.headers, fr, ctx, version);
                 head_sent = true;
-                if let Some(r) = rec.as_deref_mut() {
-                    r.status = h.status;
-                    r.ttfb = Some(req.started.elapsed());
-                }
+                ctx.response.status = h.status;
+                ctx.response.ttfb = Some(ctx.started.elapsed());
                 // The head goes out with the first body bytes, if any are
                 // already there.
                 continue;
@@ -202,9 +248,7 @@ pub async fn follow(
                     break Err("client_disconnected");
                 }
                 bytes_out += n;
-                if let Some(r) = rec.as_deref_mut() {
-                    note_saved(w, r, usage);
-                }
+                note_saved(w, ctx, usage);
                 break Ok(());
             }
             Update::Cut => break Err("upstream_cut_short"),
@@ -215,15 +259,13 @@ pub async fn follow(
         }
         bytes_out += n;
     };
-    if let Some(r) = rec {
-        r.coalesced = true;
-        r.bytes_out = bytes_out;
-        if let Err(e) = outcome {
-            r.error = Some(e);
-        }
+    ctx.cache.coalesced = true;
+    ctx.response.bytes_out = bytes_out;
+    if let Err(e) = outcome {
+        ctx.response.error = Some(e);
     }
     Ok(Followed::Done(match outcome {
-        Ok(()) if keep_alive && fr != Framing::UntilClose => Outcome::Reusable,
+        Ok(()) if ctx.keep_alive && fr != Framing::UntilClose => Outcome::Reusable,
         _ => Outcome::Close,
     }))
 }

@@ -1,5 +1,7 @@
-//! Head rewriting, both directions. Only heads are rebuilt; bodies pass as
-//! they are.
+//! Header rewriting, both directions: the request head toward the
+//! upstream, and which of the upstream's response headers the client (or
+//! the cache) gets. The response head itself is written by
+//! `http::respond::Head`; bodies pass as they are.
 
 use std::fmt::Write as _;
 
@@ -8,9 +10,10 @@ use bytes::{BufMut, BytesMut};
 use crate::{
     cache::{CacheStatus, entry::stored_header},
     config::ProviderKind,
-    http::{Version, is_hop_by_hop, list_tokens, response::ParsedResponse, write},
-    server::conn::{Request, RequestId},
-    upstream::{CREDENTIAL_HEADERS, Upstream, exchange::Outgoing},
+    http::{is_hop_by_hop, list_tokens, response::ParsedResponse, write},
+    providers::CREDENTIAL_HEADERS,
+    service::Request,
+    upstream::{Upstream, exchange::Outgoing},
 };
 
 /// Bodies up to this size go in the same write as the head.
@@ -112,82 +115,29 @@ pub fn upstream_request(
     }
 }
 
-/// What the gateway adds to a relayed response head.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Extras<'a> {
-    pub cache: Option<CacheStatus>,
-    /// Pre-rendered header lines (`x-ratelimit-*`).
-    pub lines: &'a [u8],
+/// The `x-aigw-cache-status` line of an answer (empty where the cache
+/// does not apply).
+pub fn cache_line(status: Option<CacheStatus>) -> &'static [u8] {
+    status.map_or(b"", CacheStatus::line)
 }
 
-/// How the response body reaches the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFraming {
-    /// No body (HEAD, 204, 304): the upstream's Content-Length, if any, is
-    /// passed on untouched.
-    Empty,
-    Length(u64),
-    /// Re-framed as chunks as the bytes arrive.
-    Chunked,
-    /// HTTP/1.0 client and no length: the body ends when we close.
-    UntilClose,
-}
-
-/// The response head as the client gets it.
-pub fn client_response_head(
-    raw: &[u8],
-    resp: &ParsedResponse,
-    framing: ClientFraming,
-    client_version: Version,
-    keep_alive: bool,
-    id: RequestId,
-    extras: Extras<'_>,
-) -> BytesMut {
-    let Extras { cache, lines: extra } = extras;
-    let mut out = BytesMut::with_capacity(raw.len() + 128);
-    write::status_line(&mut out, Version::Http11, resp.status, &raw[resp.reason.clone()]);
+/// The upstream's end-to-end response headers, as the client gets them:
+/// hop-by-hop ones and its framing out (the gateway frames the body
+/// itself, unless it has none), its `x-ratelimit-*` out when the gateway
+/// sends its own lines.
+pub fn upstream_lines(out: &mut BytesMut, raw: &[u8], resp: &ParsedResponse, has_body: bool, drop_ratelimit: bool) {
     let all = || resp.headers.iter().map(|h| (&raw[h.name.clone()], &raw[h.value.clone()]));
     let dropped = connection_listed(all());
     for (name, value) in all() {
         let skip = is_hop_by_hop(name)
-            || (framing != ClientFraming::Empty && name.eq_ignore_ascii_case(b"content-length"))
+            || (has_body && name.eq_ignore_ascii_case(b"content-length"))
             || name.eq_ignore_ascii_case(b"x-aigw-request-id")
-            || (!extra.is_empty() && is_ratelimit_header(name))
+            || (drop_ratelimit && is_ratelimit_header(name))
             || listed(&dropped, name);
         if !skip {
-            write::header(&mut out, name, value);
+            write::header(out, name, value);
         }
     }
-    end_head(&mut out, framing, Extras { cache, lines: extra }, id, keep_alive, client_version);
-    out
-}
-
-/// The gateway's part of every relayed head: framing, cache status, extra
-/// lines, request id, connection.
-fn end_head(
-    out: &mut BytesMut,
-    framing: ClientFraming,
-    extras: Extras<'_>,
-    id: RequestId,
-    keep_alive: bool,
-    client_version: Version,
-) {
-    match framing {
-        ClientFraming::Length(n) => write::header_u64(out, b"Content-Length", n),
-        ClientFraming::Chunked => write::header(out, b"Transfer-Encoding", b"chunked"),
-        ClientFraming::Empty | ClientFraming::UntilClose => {}
-    }
-    if let Some(c) = extras.cache {
-        write::header(out, b"x-aigw-cache-status", c.header());
-    }
-    out.extend_from_slice(extras.lines);
-    write::header(out, b"x-aigw-request-id", id.as_bytes());
-    if !keep_alive {
-        write::header(out, b"Connection", b"close");
-    } else if client_version == Version::Http10 {
-        write::header(out, b"Connection", b"keep-alive");
-    }
-    write::end_head(out);
 }
 
 /// The upstream's end-to-end headers a cache entry keeps, as header lines.
@@ -222,21 +172,4 @@ pub fn copy_stored(out: &mut BytesMut, lines: &[u8], drop_ratelimit: bool) {
             out.extend_from_slice(line);
         }
     }
-}
-
-/// A response head the gateway writes itself (translated answers).
-pub fn fresh_head(
-    status: u16,
-    content_type: &[u8],
-    framing: ClientFraming,
-    client_version: Version,
-    keep_alive: bool,
-    id: RequestId,
-    extras: Extras<'_>,
-) -> BytesMut {
-    let mut out = BytesMut::with_capacity(256 + extras.lines.len());
-    write::status_line(&mut out, Version::Http11, status, b"");
-    write::header(&mut out, b"Content-Type", content_type);
-    end_head(&mut out, framing, extras, id, keep_alive, client_version);
-    out
 }

@@ -4,9 +4,25 @@
 
 use serde_json::json;
 
-use super::Worker;
+use super::{Worker, ctx::RequestCtx};
+use crate::{
+    http::respond::{Head, To},
+    service::{ClientIo, Outcome},
+};
 
-pub fn list(w: &Worker) -> String {
+/// Answers the list.
+pub async fn answer(w: &Worker, ctx: &mut RequestCtx<'_>, io: &mut ClientIo) -> Outcome {
+    let body = list(w);
+    let to = To { version: ctx.version, keep_alive: ctx.keep_alive, request_id: Some(ctx.id.as_bytes()) };
+    let resp = Head::with_body(200, b"application/json", body.as_bytes(), &[&ctx.admission.headers], to);
+    let len = resp.len() as u64;
+    let sent = io.send(resp).await;
+    ctx.response.status = 200;
+    ctx.response.bytes_out = if sent { len } else { 0 };
+    if sent && ctx.keep_alive { Outcome::Reusable } else { Outcome::Close }
+}
+
+fn list(w: &Worker) -> String {
     let mut data = Vec::new();
     for r in &w.shared.router.routes {
         data.push(json!({ "id": r.name, "object": "model", "created": 0, "owned_by": "aigw-route" }));

@@ -7,31 +7,22 @@
 use std::sync::Arc;
 
 use super::Worker;
+pub use crate::providers::Api;
 use crate::{
     config::{ProviderKind, Route, routes::api_kind},
     error::GatewayError,
-    server::conn::Request,
+    providers::Translation,
+    service::Request,
     upstream::Upstream,
 };
-
-/// Which API the client spoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// The provider's own API, forwarded as it is.
-    Passthrough,
-    /// `/v1/chat/completions`: OpenAI chat, translated for other kinds.
-    Chat,
-    /// `/v1/embeddings`.
-    Embeddings,
-    /// `GET /v1/models`, answered by the gateway.
-    Models,
-}
 
 /// One place an attempt can go.
 pub struct Candidate<'a> {
     pub up: &'a Upstream,
     /// The model to send (None: the client's, untouched).
     pub model: Option<String>,
+    /// How the request and answer are translated for this target.
+    pub translation: Translation,
 }
 
 pub struct Resolved<'a> {
@@ -44,18 +35,25 @@ pub struct Resolved<'a> {
     pub rest: &'a [u8],
 }
 
+impl Resolved<'_> {
+    /// Routed (a route, or the unified endpoint): the answer names the
+    /// provider that served it and the attempts made.
+    pub fn names_provider(&self) -> bool {
+        self.route.is_some() || self.api != Api::Passthrough
+    }
+
+    /// The path the upstream gets for untranslated requests.
+    pub fn upstream_path(&self) -> &[u8] {
+        self.api.upstream_path().unwrap_or(self.rest)
+    }
+}
+
 /// Routes a request by its target and (unified endpoint) its body's
 /// `model`, which the caller has already scanned.
 pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Result<Resolved<'a>, GatewayError> {
     let target = req.head.target();
     let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-    let unified = match path {
-        b"/v1/chat/completions" => Some(Api::Chat),
-        b"/v1/embeddings" => Some(Api::Embeddings),
-        b"/v1/models" => Some(Api::Models),
-        _ => None,
-    };
-    if let Some(api) = unified {
+    if let Some(api) = Api::unified(path) {
         let method = req.head.method();
         match api {
             Api::Models if method != b"GET" => return Err(GatewayError::MethodNotAllowed { allowed: "GET" }),
@@ -69,12 +67,13 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Resu
     let end = after_slash.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after_slash.len());
     let name = std::str::from_utf8(&after_slash[..end]).unwrap_or("");
     let rest = &after_slash[end..];
+    crate::http::path::check_segments(rest).map_err(|why| GatewayError::InvalidPath { why })?;
     if let Some(up) = w.shared.upstream(name) {
         return Ok(Resolved {
             api: Api::Passthrough,
             label: &up.name,
             route: None,
-            candidates: vec![Candidate { up, model: None }],
+            candidates: vec![Candidate { up, model: None, translation: Translation::None }],
             rest,
         });
     }
@@ -82,7 +81,7 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Resu
         Some(route) if route.kind.is_some() => Ok(Resolved {
             api: Api::Passthrough,
             label: &route.name,
-            candidates: candidates(w, route),
+            candidates: candidates(w, route, Api::Passthrough),
             route: Some(route.clone()),
             rest,
         }),
@@ -94,12 +93,12 @@ pub fn resolve<'a>(w: &'a Worker, req: &'a Request, model: Option<&str>) -> Resu
     }
 }
 
-fn candidates<'a>(w: &'a Worker, route: &Route) -> Vec<Candidate<'a>> {
-    route
-        .targets
-        .iter()
-        .filter_map(|t| Some(Candidate { up: w.shared.upstreams.get(t.provider)?, model: t.model.clone() }))
-        .collect()
+fn candidates<'a>(w: &'a Worker, route: &Route, api: Api) -> Vec<Candidate<'a>> {
+    let candidate = |t: &crate::config::routes::Target| {
+        let up: &Upstream = w.shared.upstreams.get(t.provider)?;
+        Some(Candidate { up, model: t.model.clone(), translation: Translation::of(api, up.kind) })
+    };
+    route.targets.iter().filter_map(candidate).collect()
 }
 
 fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Resolved<'a>, GatewayError> {
@@ -114,7 +113,7 @@ fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Re
         return Ok(Resolved {
             api,
             label: &route.name,
-            candidates: candidates(w, route),
+            candidates: candidates(w, route, api),
             route: Some(route.clone()),
             rest: b"",
         });
@@ -133,7 +132,7 @@ fn unified_target<'a>(w: &'a Worker, api: Api, model: Option<&str>) -> Result<Re
         api,
         label: &up.name,
         route: None,
-        candidates: vec![Candidate { up, model: Some(name.to_string()) }],
+        candidates: vec![Candidate { up, model: Some(name.to_string()), translation: Translation::of(api, up.kind) }],
         rest: b"",
     })
 }

@@ -109,8 +109,9 @@ impl Budgets {
             (&s.day, limits.daily, "daily", next_day(now_unix)),
             (&s.month, limits.monthly, "monthly", next_month(now_unix)),
         ] {
+            // A spent budget refuses even a request estimated at nothing.
             if let Some(limit) = limit
-                && p.spent + p.reserved + estimate > limit
+                && (p.spent + p.reserved + estimate > limit || p.spent + p.reserved >= limit)
             {
                 return Err(Exceeded { period: name, limit, retry_after: Duration::from_secs(next - now_unix) });
             }
@@ -207,6 +208,17 @@ mod tests {
         assert_eq!(next_month(t), 1_796_083_200, "2026-12-01T00:00:00Z");
         assert_eq!(next_day(t), 1_795_478_400);
         assert_eq!(next_month(1_798_761_600 - 1), 1_798_761_600, "2027-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_even_a_free_request() {
+        let b = Budgets::default();
+        let key: Arc<str> = Arc::from("k");
+        let t = 1_700_000_000;
+        let limits = Limits { daily: Some(1.0), monthly: None };
+        let r = b.reserve(&key, limits, 0.5, t).expect("room");
+        b.settle(r, 1.0, t);
+        assert_eq!(b.reserve(&key, limits, 0.0, t).map(|_| ()).map_err(|e| e.period), Err("daily"));
     }
 
     #[test]

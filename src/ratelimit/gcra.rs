@@ -56,7 +56,7 @@ impl Rate {
         let base = tat.max(now);
         let new_tat = base.saturating_add(cost.saturating_mul(self.interval));
         // With cost 0, room for at least one unit is required.
-        let needed = new_tat.max(base + if cost == 0 { self.interval } else { 0 });
+        let needed = new_tat.max(base.saturating_add(if cost == 0 { self.interval } else { 0 }));
         if needed - now <= self.tolerance {
             let reset = Duration::from_nanos(new_tat - now);
             (Decision::Allow { remaining: self.remaining(new_tat, now), reset }, Some(new_tat))
@@ -88,6 +88,20 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn saturates_at_the_edges() {
+        // A debit of every token there is (an upstream that reports usage
+        // near u64::MAX) leaves the bucket in debt, not wrapped around.
+        let r = Rate::new(100, Duration::from_secs(60), 100);
+        let now = 10 * S;
+        let tat = r.debit(0, now, u64::MAX);
+        assert_eq!(tat, u64::MAX);
+        assert!(matches!(r.check(tat, now, 0).0, Decision::Deny { .. }));
+        assert!(matches!(r.check(tat, now, u64::MAX).0, Decision::Deny { .. }));
+        assert_eq!(r.peek(tat, u64::MAX).0, r.burst());
+        assert_eq!(r.refund(tat, u64::MAX), 0);
+    }
 
     #[test]
     fn burst_then_steady_rate() {

@@ -78,6 +78,13 @@ pub struct Admission {
     pub tokens: Option<UnitState>,
 }
 
+impl Admission {
+    /// Whether a token limit applies: the request's tokens must be counted.
+    pub fn counts_tokens(&self) -> bool {
+        !self.debits.is_empty()
+    }
+}
+
 /// One bucket a request is checked against.
 struct Bucket<'a> {
     slot: u32,
@@ -252,7 +259,7 @@ impl Limiter {
 
 /// With a shared store: charges debts and returns unused leases every
 /// half lease TTL. Runs on one worker.
-pub async fn flush_loop(limiter: Arc<Limiter>, every: Duration, stop: Arc<crate::server::shutdown::Shutdown>) {
+pub async fn flush_loop(limiter: Arc<Limiter>, every: Duration, stop: Arc<crate::util::shutdown::Shutdown>) {
     let Some(leases) = &limiter.leases else { return };
     while !stop.is_triggered() {
         monoio::time::sleep(every).await;

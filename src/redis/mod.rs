@@ -32,6 +32,12 @@ pub use resp::Reply;
 /// Idle connections kept per worker thread and client.
 const MAX_IDLE: usize = 16;
 
+/// How long the client stops trying after Redis failed to answer (timed
+/// out, refused or dropped the connection). A Redis that blackholes —
+/// accepts and never answers — would otherwise cost every request a whole
+/// `redis_timeout`; with the breaker it costs one per cooldown.
+pub const COOLDOWN: Duration = Duration::from_secs(2);
+
 /// Where a client connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -47,6 +53,48 @@ struct Inner {
     id: u64,
     target: Target,
     errors: AtomicU64,
+    breaker: Breaker,
+}
+
+/// A circuit breaker shared by every worker's use of one client: closed
+/// (0), open until a moment (ms since `epoch`), or probing (one command
+/// goes through to test the server; the rest fail fast meanwhile).
+struct Breaker {
+    open_until_ms: AtomicU64,
+    probing: std::sync::atomic::AtomicBool,
+}
+
+const CLOSED: u64 = 0;
+
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let e = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(e.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Breaker {
+    /// Whether a command may go to the server now.
+    fn admit(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        if until == CLOSED {
+            return true;
+        }
+        if epoch_ms() < until {
+            return false;
+        }
+        // Cooled down: one probe at a time.
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    fn record(&self, healthy: bool) {
+        if healthy {
+            self.open_until_ms.store(CLOSED, Ordering::Release);
+        } else {
+            let until = epoch_ms().saturating_add(u64::try_from(COOLDOWN.as_millis()).unwrap_or(u64::MAX));
+            self.open_until_ms.store(until, Ordering::Release);
+        }
+        self.probing.store(false, Ordering::Release);
+    }
 }
 
 #[derive(Clone)]
@@ -68,6 +116,8 @@ pub enum Failure {
     Timeout,
     Protocol,
     Refused(String),
+    /// Not tried: the breaker is open after Redis stopped answering.
+    Unavailable,
 }
 
 impl std::fmt::Display for Failure {
@@ -77,6 +127,7 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => write!(f, "timed out"),
             Failure::Protocol => write!(f, "protocol error"),
             Failure::Refused(e) => write!(f, "refused: {e}"),
+            Failure::Unavailable => write!(f, "not tried: the breaker is open"),
         }
     }
 }
@@ -85,7 +136,9 @@ impl Client {
     pub fn new(target: Target) -> Client {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        Client { inner: Arc::new(Inner { id, target, errors: AtomicU64::new(0) }) }
+        let breaker =
+            Breaker { open_until_ms: AtomicU64::new(CLOSED), probing: std::sync::atomic::AtomicBool::new(false) };
+        Client { inner: Arc::new(Inner { id, target, errors: AtomicU64::new(0), breaker }) }
     }
 
     /// Commands that failed, timed out, or were refused.
@@ -98,8 +151,13 @@ impl Client {
         self.inner.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs one command within the timeout on a pooled connection.
+    /// Runs one command within the timeout on a pooled connection; fails at
+    /// once while the breaker is open.
     pub async fn run(&self, args: &[&[u8]]) -> Result<Reply, Failure> {
+        if !self.inner.breaker.admit() {
+            self.count_error();
+            return Err(Failure::Unavailable);
+        }
         let id = self.inner.id;
         let result = monoio::time::timeout(self.inner.target.timeout, async {
             let pooled = POOLS.with(|p| p.borrow_mut().get_mut(&id).and_then(Vec::pop));
@@ -119,6 +177,9 @@ impl Client {
         })
         .await;
         let result = result.unwrap_or(Err(Failure::Timeout));
+        // The server answered (even with an error or something odd): it is
+        // there. Silence or a dropped connection opens the breaker.
+        self.inner.breaker.record(!matches!(result, Err(Failure::Io | Failure::Timeout)));
         if let Err(e) = &result {
             self.count_error();
             log::debug!("redis {}: {e}", self.inner.target.display);

@@ -11,11 +11,12 @@ use std::{
 
 use monoio::net::TcpListener;
 
-use super::{
-    conn::{self, RequestId},
-    shutdown::Shutdown,
+use super::conn;
+use crate::{
+    config::{Limits, ServerTimeouts},
+    service::{Live, RequestId, Service},
+    util::shutdown::Shutdown,
 };
-use crate::config::{Limits, ServerTimeouts};
 
 /// What a worker knows about the listener it serves: limits, timeouts, and
 /// the connections it must close when draining.
@@ -112,7 +113,11 @@ impl ServerCtx {
 async fn trim_memory(ctx: Rc<ServerCtx>) {
     let mut peak = 0usize;
     while !ctx.draining() {
-        monoio::time::sleep(Duration::from_secs(1)).await;
+        // Sampled every second while there is traffic to follow; an idle
+        // worker (no connections, no peak to come down from) looks every
+        // five, so it wakes next to never.
+        let quiet = peak == 0 && ctx.open_connections() == 0;
+        monoio::time::sleep(Duration::from_secs(if quiet { 5 } else { 1 })).await;
         let open = ctx.open_connections();
         if open * 2 < peak {
             ctx.idle.borrow_mut().shrink_to(open);
@@ -158,7 +163,7 @@ fn shutdown_read(fd: RawFd) {
 
 /// Accepts until shutdown, then waits for open connections to finish, for
 /// at most the grace period.
-pub async fn serve(ctx: Rc<ServerCtx>, listener: TcpListener, handler: conn::Handler) {
+pub async fn serve<S: Service>(ctx: Rc<ServerCtx>, listener: TcpListener, service: Rc<S>) {
     monoio::spawn(trim_memory(ctx.clone()));
     let shutdown = ctx.shutdown.clone();
     let mut stop = std::pin::pin!(shutdown.wait());
@@ -173,7 +178,7 @@ pub async fn serve(ctx: Rc<ServerCtx>, listener: TcpListener, handler: conn::Han
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(conn::serve(ctx.clone(), handler.clone(), stream, peer));
+                monoio::spawn(conn::serve(ctx.clone(), service.clone(), stream, peer));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -193,5 +198,15 @@ pub async fn serve(ctx: Rc<ServerCtx>, listener: TcpListener, handler: conn::Han
     }
     if ctx.open_connections() > 0 {
         log::warn!("grace period over: dropping {} connections", ctx.open_connections());
+    }
+}
+
+impl Live for ServerCtx {
+    fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.get()
     }
 }

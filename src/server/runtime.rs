@@ -135,4 +135,4 @@ impl Threads {
 }
 
 /// Shared by everything started with one `Shutdown`.
-pub type ShutdownHandle = Arc<super::shutdown::Shutdown>;
+pub type ShutdownHandle = Arc<crate::util::shutdown::Shutdown>;

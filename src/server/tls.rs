@@ -13,8 +13,8 @@ use monoio_rustls::TlsAcceptor;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use super::shutdown::Shutdown;
 use crate::config::TlsFiles;
+use crate::util::shutdown::Shutdown;
 
 pub struct ServerTls {
     files: TlsFiles,

@@ -47,6 +47,55 @@ pub fn load_now() {
     }
 }
 
+/// Text tokenized at most per input estimate; a longer prompt is
+/// extrapolated from it, so a client cannot make the gateway spend more
+/// than ~a millisecond of tokenizer per request.
+const MAX_INPUT_TEXT: usize = 256 << 10;
+
+/// Input-token estimate for a request body the provider reported no usage
+/// for: every JSON string value in it (message contents, system prompts,
+/// tool descriptions and results) tokenized, or a quarter of its bytes when
+/// it is not JSON. At least 1 for a non-empty body.
+pub fn input_tokens(body: &[u8]) -> u64 {
+    if body.is_empty() {
+        return 0;
+    }
+    let mut text = String::new();
+    let read = collect_strings(body, &mut text, MAX_INPUT_TEXT);
+    let tokens = if text.is_empty() {
+        body.len().div_ceil(4) as u64
+    } else if read < body.len() {
+        // Extrapolated from the part read.
+        let counted = count(&text);
+        counted.saturating_mul(body.len() as u64) / read.max(1) as u64
+    } else {
+        count(&text)
+    };
+    tokens.max(1)
+}
+
+/// Appends every string value (`":"` followed by a string) of `json` to
+/// `into`, until `cap` bytes of text; returns how far into `json` it read.
+fn collect_strings(json: &[u8], into: &mut String, cap: usize) -> usize {
+    let finder = memchr::memmem::Finder::new(b"\":\"");
+    let mut at = 0;
+    while let Some(i) = finder.find(&json[at..]) {
+        let open = at + i + 2;
+        let Some(close) = string_end(json, open) else { return json.len() };
+        at = close;
+        let raw = &json[open + 1..close - 1];
+        if memchr::memchr(b'\\', raw).is_none() {
+            into.push_str(&String::from_utf8_lossy(raw));
+        } else if let Ok(s) = serde_json::from_slice::<String>(&json[open..close]) {
+            into.push_str(&s);
+        }
+        if into.len() >= cap {
+            return at;
+        }
+    }
+    json.len()
+}
+
 /// Appends the text of the output fields in one stream event's JSON:
 /// chat `content`, tool-call `arguments`, Responses `delta`, Anthropic
 /// `text` / `partial_json`, Gemini `text`, `reasoning_content`.
@@ -112,6 +161,22 @@ mod tests {
         );
         collect_text(br#"{"type":"response.output_text.delta","delta":"!"}"#, &mut t, 1 << 20);
         assert_eq!(t, "Hello \"you\" there{\"a\":1}!");
+    }
+
+    #[test]
+    fn input_is_counted_from_the_prompt_never_zero() {
+        load_now();
+        let body =
+            br#"{"model":"m","messages":[{"role":"user","content":"The quick brown fox jumps over the lazy dog."}]}"#;
+        // "m", "user" and the sentence (10 tokens).
+        assert_eq!(input_tokens(body), 12);
+        assert_eq!(input_tokens(b""), 0);
+        assert_eq!(input_tokens(b"not json at all"), 4);
+        assert_eq!(input_tokens(b"{}"), 1);
+        // A long prompt is extrapolated from its first part.
+        let long = format!(r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#, "word ".repeat(200_000));
+        let n = input_tokens(long.as_bytes());
+        assert!((180_000..=220_000).contains(&n), "{n}");
     }
 
     #[test]

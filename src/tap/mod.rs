@@ -13,6 +13,7 @@ pub mod usage;
 pub use usage::Usage;
 
 use self::{sse::SseSplitter, usage::UsageTracker};
+use crate::providers::StreamSignals;
 
 /// JSON bodies larger than this are not parsed for usage.
 const MAX_JSON: usize = 8 << 20;
@@ -22,8 +23,15 @@ const MAX_TEXT: usize = 1 << 20;
 #[derive(Debug)]
 enum Mode {
     Sse(SseSplitter),
-    Json { body: Vec<u8>, overflow: bool },
-    Other,
+    /// The body up to `MAX_JSON`; `seen` counts every byte, kept or not.
+    Json {
+        body: Vec<u8>,
+        overflow: bool,
+        seen: u64,
+    },
+    Other {
+        seen: u64,
+    },
 }
 
 /// What the tap saw, at the end of a response.
@@ -50,6 +58,12 @@ pub struct Tap {
     parts: Vec<u32>,
     /// The first bytes of the body, when bodies are captured.
     capture: Option<(Vec<u8>, usize)>,
+    /// How the stream's events say it went (`providers::StreamFormat`).
+    signals: StreamSignals,
+    /// Whether tokens are counted (analytics, a token limit or a budget):
+    /// without, the tap only splits events for the cache's store decision
+    /// and the size caps, and reads no usage.
+    counting: bool,
 }
 
 impl Tap {
@@ -60,9 +74,9 @@ impl Tap {
         let mode = if has(b"text/event-stream") {
             Mode::Sse(SseSplitter::new())
         } else if has(b"json") {
-            Mode::Json { body: Vec::new(), overflow: false }
+            Mode::Json { body: Vec::new(), overflow: false, seen: 0 }
         } else {
-            Mode::Other
+            Mode::Other { seen: 0 }
         };
         Tap {
             mode,
@@ -72,7 +86,22 @@ impl Tap {
             text: String::new(),
             parts: Vec::new(),
             capture: None,
+            signals: StreamSignals::default(),
+            counting: true,
         }
+    }
+
+    /// The stream's format: the tap then looks only for its markers.
+    pub fn stream_format(mut self, format: crate::providers::StreamFormat) -> Tap {
+        self.signals.format = Some(format);
+        self
+    }
+
+    /// Reads no usage and estimates nothing: no one counts this answer's
+    /// tokens.
+    pub fn not_counting(mut self) -> Tap {
+        self.counting = false;
+        self
     }
 
     /// Also keeps the first `max` bytes of the body.
@@ -92,13 +121,14 @@ impl Tap {
             let room = max.saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
         }
-        let Tap { mode, tracker, events, done, text, parts, .. } = self;
+        let Tap { mode, tracker, events, done, text, parts, signals, counting, .. } = self;
         match mode {
             Mode::Sse(splitter) => splitter.feed(data, &mut |e| {
                 *events += 1;
+                signals.observe(e.name, e.data);
                 if e.data == b"[DONE]" {
                     *done = true;
-                } else {
+                } else if *counting {
                     tracker.observe_json(e.data);
                     let before = text.len();
                     estimate::collect_text(e.data, text, MAX_TEXT);
@@ -107,15 +137,29 @@ impl Tap {
                     }
                 }
             }),
-            Mode::Json { body, overflow } => {
+            Mode::Json { body, overflow, seen } => {
+                *seen += data.len() as u64;
+                if !*counting {
+                    return;
+                }
                 if body.len() + data.len() <= MAX_JSON {
                     body.extend_from_slice(data);
                 } else {
                     *overflow = true;
                 }
             }
-            Mode::Other => {}
+            Mode::Other { seen } => *seen += data.len() as u64,
         }
+    }
+
+    /// An event passed the splitter's size cap (`sse::MAX_EVENT`).
+    pub fn oversized(&self) -> bool {
+        matches!(&self.mode, Mode::Sse(s) if s.oversized())
+    }
+
+    /// What the stream's events said about how it went.
+    pub fn signals(&self) -> &StreamSignals {
+        &self.signals
     }
 
     /// Whether the body is an event stream.
@@ -123,23 +167,52 @@ impl Tap {
         matches!(self.mode, Mode::Sse(_))
     }
 
-    /// Usage for the record: what the provider reported when the response
-    /// ended normally; otherwise output tokens counted from the streamed
-    /// text (never fewer than reported), flagged as estimated.
-    pub fn settle(&mut self, complete: bool) -> (Option<Usage>, bool) {
+    /// Usage to account, once the response is over. What the provider
+    /// reported, when the response ended normally. Otherwise — no usage
+    /// (a server that sends none, a client gone before the usage chunk, a
+    /// body abandoned mid-read or over the tap's cap) or a stream cut short —
+    /// the gateway counts: input from the request (`input`, called only
+    /// then), output from what was relayed (never fewer than reported), and
+    /// the result is flagged as estimated. Never zero for a successful
+    /// answer. An error answer (`ok` false) with no usage costs nothing:
+    /// providers do not bill refused requests.
+    pub fn settle(&mut self, complete: bool, ok: bool, input: impl FnOnce() -> u64) -> (Option<Usage>, bool) {
+        if !self.counting {
+            return (None, false);
+        }
         let report = self.finish();
         match report.usage {
             Some(u) if complete || !self.is_stream() => (Some(u), false),
             Some(mut u) => {
                 u.output = u.output.max(self.estimate_output());
+                if u.input == 0 {
+                    u.input = input();
+                }
                 (Some(u), true)
             }
-            None if self.is_stream() => (Some(Usage { output: self.estimate_output(), ..Usage::default() }), true),
-            None => (None, false),
+            None if !ok => (None, false),
+            None => {
+                let usage = Usage { input: input(), output: self.estimate_output().max(1), ..Usage::default() };
+                (Some(usage), true)
+            }
         }
     }
 
+    /// Output tokens the relayed body held: the streamed text of a stream,
+    /// the output fields of a JSON body (or its size past the tap's cap).
     fn estimate_output(&self) -> u64 {
+        match &self.mode {
+            Mode::Sse(_) => self.estimate_stream_output(),
+            Mode::Json { body, overflow: false, .. } => {
+                let mut text = String::new();
+                estimate::collect_text(body, &mut text, MAX_TEXT);
+                estimate::count(&text)
+            }
+            Mode::Json { seen, .. } | Mode::Other { seen } => seen.div_ceil(4),
+        }
+    }
+
+    fn estimate_stream_output(&self) -> u64 {
         let mut start = 0;
         let mut total = 0;
         for &end in &self.parts {
@@ -152,9 +225,9 @@ impl Tap {
 
     /// Ends the response and reports.
     pub fn finish(&mut self) -> TapReport {
-        if let Mode::Json { body, overflow: false } = &mut self.mode {
-            let body = std::mem::take(body);
-            self.tracker.observe_json(&body);
+        if let Mode::Json { body, overflow: false, .. } = &mut self.mode {
+            // Kept for an estimate should it carry no usage.
+            self.tracker.observe_json(body);
         }
         TapReport { usage: self.tracker.usage(), events: self.events, done: self.done }
     }

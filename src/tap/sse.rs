@@ -21,6 +21,11 @@ pub struct Event<'a> {
 /// Longest line we carry over between reads; beyond it the rest of the line
 /// is dropped from the carry (the bytes themselves are still forwarded).
 const MAX_CARRY: usize = 1 << 20;
+/// Largest event (its data lines together) the splitter assembles: the
+/// upstream chooses how many `data:` lines an event has, and an event that
+/// never ends would grow without bound. A larger one is not handed on, and
+/// counted (`oversized`): the relay then cuts the stream.
+pub const MAX_EVENT: usize = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct SseSplitter {
@@ -34,6 +39,10 @@ pub struct SseSplitter {
     data_lines: u32,
     /// The event's only data line, still in the current input.
     pending: Option<Range<usize>>,
+    /// The current event passed `MAX_EVENT`.
+    too_big: bool,
+    /// Events dropped for passing `MAX_EVENT`.
+    oversized: u64,
 }
 
 impl SseSplitter {
@@ -111,10 +120,14 @@ impl SseSplitter {
                     self.pending = Some(value);
                 } else {
                     self.spill_pending(src);
-                    if self.data_lines > 1 {
-                        self.data.push(b'\n');
+                    if self.data.len() + 1 + value.len() > MAX_EVENT {
+                        self.too_big = true;
+                    } else {
+                        if self.data_lines > 1 {
+                            self.data.push(b'\n');
+                        }
+                        self.data.extend_from_slice(&src[value]);
                     }
-                    self.data.extend_from_slice(&src[value]);
                 }
             }
             b"event" => {
@@ -126,7 +139,9 @@ impl SseSplitter {
     }
 
     fn dispatch(&mut self, src: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
-        if self.data_lines > 0 {
+        if std::mem::take(&mut self.too_big) {
+            self.oversized += 1;
+        } else if self.data_lines > 0 {
             let data = match self.pending.take() {
                 Some(r) => &src[r],
                 None => &self.data[..],
@@ -142,8 +157,18 @@ impl SseSplitter {
     /// The input is about to go away: copy a pending data line.
     fn spill_pending(&mut self, src: &[u8]) {
         if let Some(r) = self.pending.take() {
-            self.data.extend_from_slice(&src[r]);
+            if self.data.len() + r.len() > MAX_EVENT {
+                self.too_big = true;
+            } else {
+                self.data.extend_from_slice(&src[r]);
+            }
         }
+    }
+
+    /// Events dropped for passing `MAX_EVENT`, and whether the current
+    /// one already has.
+    pub fn oversized(&self) -> bool {
+        self.oversized > 0 || self.too_big
     }
 }
 

@@ -16,13 +16,22 @@ pub struct UsageStripper {
 
 const USAGE_NULL: &[u8] = b",\"usage\":null";
 
+/// Most bytes held while waiting for an event's end: an upstream that never
+/// ends an event would otherwise make the stripper hold the rest of the
+/// stream. Past it the stream is cut.
+pub const MAX_PENDING: usize = 8 << 20;
+
+/// The stream held an event longer than `MAX_PENDING`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized;
+
 impl UsageStripper {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Feeds decoded stream bytes; appends complete, cleaned events to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Oversized> {
         self.pending.extend_from_slice(data);
         let mut start = 0;
         while let Some(end) = event_end(&self.pending[start..]) {
@@ -31,6 +40,11 @@ impl UsageStripper {
             start += end;
         }
         self.pending.drain(..start);
+        if self.pending.len() > MAX_PENDING {
+            self.pending = Vec::new();
+            return Err(Oversized);
+        }
+        Ok(())
     }
 
     /// The stream ended: pass on whatever is left (an unterminated event).
@@ -87,7 +101,7 @@ mod tests {
         let mut out = Vec::new();
         let mut start = 0;
         for &end in cuts.iter().chain(std::iter::once(&input.len())) {
-            s.feed(&input[start..end], &mut out);
+            s.feed(&input[start..end], &mut out).expect("small events");
             start = end;
         }
         s.finish(&mut out);

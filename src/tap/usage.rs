@@ -27,7 +27,7 @@ pub struct Usage {
 impl Usage {
     /// Input tokens neither read from nor written to a prompt cache.
     pub fn fresh_input(&self) -> u64 {
-        self.input.saturating_sub(self.cached_input + self.cache_write)
+        self.input.saturating_sub(self.cached_input.saturating_add(self.cache_write))
     }
 }
 
@@ -111,7 +111,8 @@ impl UsageTracker {
         let write = p.cache_write.unwrap_or(0);
         let mut input = p.input.unwrap_or(0);
         if p.input_excludes_cache {
-            input += cached + write;
+            // Upstream numbers: saturate rather than wrap (or panic).
+            input = input.saturating_add(cached).saturating_add(write);
         }
         Some(Usage {
             input,
@@ -165,7 +166,7 @@ fn extract(v: &BorrowedValue<'_>) -> Option<Partial> {
             input: num(u.get("promptTokenCount")),
             output: match (num(u.get("candidatesTokenCount")), num(u.get("thoughtsTokenCount"))) {
                 (None, None) => None,
-                (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+                (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
             },
             cached_input: num(u.get("cachedContentTokenCount")),
             cache_write: None,

@@ -46,9 +46,20 @@ pub struct ResponseStart {
 enum Failure {
     /// The request could not be written: safe to send again.
     NotSent(GatewayError),
+    /// The head went out but not the whole body.
+    Partial(GatewayError),
     /// Written, but the connection ended before any response byte.
     NoResponse(GatewayError),
     Fatal(GatewayError),
+}
+
+/// An exchange that got no usable answer.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: GatewayError,
+    /// The whole request reached the upstream: it may have acted on it
+    /// (and billed it) although no answer came back.
+    pub delivered: bool,
 }
 
 pub async fn start(
@@ -56,7 +67,7 @@ pub async fn start(
     up: &Upstream,
     mut req: Outgoing,
     deadline: Instant,
-) -> Result<ResponseStart, GatewayError> {
+) -> Result<ResponseStart, Failed> {
     let mut fresh_only = false;
     let mut attempts = 0;
     loop {
@@ -64,7 +75,7 @@ pub async fn start(
         let pooled = if fresh_only { None } else { pool.borrow_mut().take(up.index) };
         let conn = match pooled {
             Some(c) => c,
-            None => connect(up).await?,
+            None => connect(up).await.map_err(|error| Failed { error, delivered: false })?,
         };
         let reused = conn.reused;
         let (result, back) = send(conn, up, req, deadline).await;
@@ -72,8 +83,10 @@ pub async fn start(
         match result {
             Ok(start) => return Ok(ResponseStart { attempts, ..start }),
             Err(Failure::NotSent(_)) if reused => fresh_only = true,
-            Err(Failure::NoResponse(_)) if reused && req.idempotent => fresh_only = true,
-            Err(Failure::NotSent(e) | Failure::NoResponse(e) | Failure::Fatal(e)) => return Err(e),
+            Err(Failure::NoResponse(_) | Failure::Partial(_)) if reused && req.idempotent => fresh_only = true,
+            Err(Failure::Partial(_)) if reused => fresh_only = true,
+            Err(Failure::NotSent(error) | Failure::Partial(error)) => return Err(Failed { error, delivered: false }),
+            Err(Failure::NoResponse(error) | Failure::Fatal(error)) => return Err(Failed { error, delivered: true }),
         }
         log::debug!("provider {}: pooled connection was stale, retrying on a fresh one", up.name);
     }
@@ -97,8 +110,11 @@ async fn send(
         (Ok(_), Some(body)) => {
             let (res, body) = conn.io.write_all(body).await;
             if let Err(e) = res {
+                // Part of the request went out: the same connection cannot
+                // be used again, but a fresh one may (a request without its
+                // whole body cannot have been acted on).
                 let err = GatewayError::UpstreamConnect { provider: up.name.clone(), detail: e.to_string() };
-                return (Err(Failure::NoResponse(err)), Outgoing { head, body: Some(body), idempotent, head_request });
+                return (Err(Failure::Partial(err)), Outgoing { head, body: Some(body), idempotent, head_request });
             }
             Some(body)
         }

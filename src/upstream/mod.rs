@@ -20,10 +20,6 @@ use crate::{
     http::write,
 };
 
-/// Header names that carry credentials; a client's are never forwarded
-/// unless the provider has `passthrough_auth`.
-pub const CREDENTIAL_HEADERS: [&[u8]; 4] = [b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key"];
-
 /// One provider as the data path sees it. Built once at start, shared by
 /// every worker read-only (the address list is refreshed off the hot path).
 pub struct Upstream {
@@ -51,6 +47,8 @@ pub struct Upstream {
     pub cache_ttl: Option<std::time::Duration>,
     /// Attempts on this provider alone (pass-through).
     pub max_attempts: u32,
+    /// `retry_unanswered`: a written POST without an answer may go again.
+    pub retry_unanswered: bool,
     /// `models`, for `GET /v1/models`.
     pub models: Vec<String>,
     addrs: RwLock<Arc<[SocketAddr]>>,
@@ -73,13 +71,8 @@ impl Upstream {
                     if k.bytes().any(|b| b < b' ' || b == 0x7f) {
                         return Err(format!("provider {}: the API key has control characters", p.name));
                     }
-                    match p.kind {
-                        ProviderKind::OpenAi | ProviderKind::Mock => {
-                            add("Authorization", format!("Bearer {k}").as_bytes())
-                        }
-                        ProviderKind::Anthropic => add("x-api-key", k.as_bytes()),
-                        ProviderKind::Gemini => add("x-goog-api-key", k.as_bytes()),
-                    }
+                    let (name, value) = crate::providers::key_header(p.kind, k);
+                    add(name, value.as_bytes());
                 }
                 Some((var, None)) => {
                     unavailable = Some(format!("no API key: set the environment variable {var}"));
@@ -122,6 +115,7 @@ impl Upstream {
             tls,
             cache_ttl: p.cache_ttl,
             max_attempts: p.max_attempts,
+            retry_unanswered: p.retry_unanswered,
             models: p.models.clone(),
             addrs: RwLock::new(addrs),
             url,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::Upstream;
-use crate::server::shutdown::Shutdown;
+use crate::util::shutdown::Shutdown;
 
 const REFRESH: Duration = Duration::from_secs(30);
 

@@ -16,8 +16,8 @@ use std::{
 
 use aigw::{
     config::Config,
+    gateway::{self, Running},
     mock::{MockOptions, MockServer},
-    server::{self, Running},
 };
 
 // === gateway and mock ===
@@ -48,11 +48,11 @@ impl Gateway {
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 2\npin_workers = false\n{server}\n{rest}"
         );
         let config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let running = server::start(&config).unwrap();
+        let running = gateway::start(&config).unwrap();
         Gateway { addr: running.addr, admin: running.admin_addr, running: Some(running) }
     }
 
-    pub fn shutdown_signal(&self) -> Arc<aigw::server::shutdown::Shutdown> {
+    pub fn shutdown_signal(&self) -> Arc<aigw::util::shutdown::Shutdown> {
         self.running.as_ref().unwrap().shutdown.clone()
     }
 
@@ -256,14 +256,14 @@ pub fn post(path: &str, body: &str) -> Vec<u8> {
 /// A POST with extra header lines (each ending in \r\n).
 pub fn post_with(path: &str, body: &str, headers: &str) -> Vec<u8> {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
 }
 
 pub fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
 
 pub const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;

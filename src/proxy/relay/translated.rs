@@ -5,19 +5,20 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use super::{End, Progress, RelayOpts, response_header};
+use super::{Answer, Concluded, End, Progress, conclude, response_header};
 use crate::{
-    analytics::Record,
-    cache::{Entry, entry::now_unix_ms, flight::FlightHead},
-    http::{chunked::ChunkedDecoder, response::ResponseFraming},
-    proxy::{
-        CacheFill, Worker,
-        headers::{ClientFraming, Extras, fresh_head},
-        translate,
+    cache::{Stored, flight::FlightHead},
+    error::GatewayError,
+    http::{
+        chunked::ChunkedDecoder,
+        respond::{Head, To},
+        response::ResponseFraming,
     },
-    server::conn::{ClientIo, Outcome, Request},
+    providers::translate,
+    proxy::{Worker, ctx::RequestCtx, headers},
+    service::{ClientIo, Outcome},
     tap::Tap,
-    upstream::{Upstream, exchange::ResponseStart, io::Connection},
+    upstream::{exchange::ResponseStart, io::Connection},
 };
 
 /// Largest provider answer translated whole.
@@ -73,94 +74,74 @@ async fn read_whole(conn: &mut Connection, framing: ResponseFraming, deadline: I
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn relay_whole(
-    w: &Worker,
-    up: &Upstream,
-    start: ResponseStart,
-    io: &mut ClientIo,
-    req: &Request,
-    keep_alive: bool,
-    deadline: Instant,
-    rec: Option<&mut Record>,
-    opts: RelayOpts<'_>,
-) -> Outcome {
-    let ResponseStart { mut conn, head, raw_head, attempts } = start;
-    let content_type = response_header(&raw_head, &head, b"content-type");
-    let mut tap = rec.as_ref().map(|_| Tap::for_content_type(content_type));
+/// Reads the provider's whole answer, translates it, and sends it with its
+/// own length. A body that breaks off, or cannot be translated, is the
+/// gateway's 502: nothing had gone to the client yet.
+pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut ClientIo) -> Outcome {
+    let Answer { up, start, translation, model, json_mode, deadline, fill, routed, prompt, format, .. } = a;
+    let ResponseStart { mut conn, head, raw_head, .. } = start;
+    let mut tap = Tap::for_content_type(response_header(&raw_head, &head, b"content-type"));
+    if !w.counts_tokens(ctx) {
+        tap = tap.not_counting();
+    }
     let whole = read_whole(&mut conn, head.framing, deadline).await;
-    let (status, json, reusable, end) = match whole {
+    let (answer, end) = match whole {
         Ok((body, reusable)) => {
-            if let Some(t) = tap.as_mut() {
-                t.observe(&body);
-            }
-            let (status, json) = translate::response(opts.translation, head.status, &body, opts.model, opts.json_mode);
-            (status, json, reusable, End::Complete { reusable })
+            tap.observe(&body);
+            let translated = translate::response(translation, head.status, &body, &model, json_mode)
+                .map_err(|detail| GatewayError::Untranslatable { provider: up.name.clone(), detail });
+            (translated, End::Complete { reusable })
         }
-        // Nothing has gone to the client yet: a clean 502.
-        Err(()) => (
-            502,
-            crate::error::json_error(
-                &format!("provider `{}` broke off its answer", up.name),
-                "api_error",
-                "upstream_cut_short",
-            ),
-            false,
-            End::UpstreamFailed,
-        ),
+        Err(()) => (Err(GatewayError::UpstreamCutShort { provider: up.name.clone() }), End::UpstreamFailed),
     };
-    let extras = Extras { cache: opts.cache.status, lines: opts.extra };
-    let framing = ClientFraming::Length(json.len() as u64);
-    let mut out = fresh_head(status, b"application/json", framing, req.head.version(), keep_alive, req.id, extras);
-    out.extend_from_slice(json.as_bytes());
+    let (status, json) = match &answer {
+        Ok((status, json)) => (*status, json.clone()),
+        // The gateway's own error, with the answer's usual lines.
+        Err(e) => (e.status(), e.body()),
+    };
+    let to = To { version: ctx.version, keep_alive: ctx.keep_alive, request_id: Some(ctx.id.as_bytes()) };
+    let lines = [headers::cache_line(ctx.cache.status), &ctx.admission.headers, &routed];
+    let out = Head::with_body(status, b"application/json", json.as_bytes(), &lines, to);
+    let mut fill = fill;
+    if let Some(f) = fill.take() {
+        // Only a translated 2xx answer is stored (the gateway's 502 never).
+        let storable = answer.is_ok() && end.complete();
+        let fh = FlightHead {
+            status,
+            headers: Bytes::from_static(b"content-type: application/json\r\n"),
+            stream: false,
+            length: Some(json.len() as u64),
+        };
+        fill = f.start(fh, storable).map(|mut f| {
+            f.leader.data(json.as_bytes());
+            f
+        });
+    }
+    let stored = Stored {
+        status,
+        headers: Bytes::from_static(b"content-type: application/json\r\n"),
+        stream: false,
+        provider: up.label.clone(),
+        usage: None,
+    };
     let mut progress = Progress::default();
     let len = out.len();
-    let sent = io.send(out).await;
-    if sent {
-        progress.sent(len);
-    }
-    let complete = matches!(end, End::Complete { .. });
-    let (usage, estimated) = tap.as_mut().map_or((None, false), |t| t.settle(complete));
-    if let Some(r) = rec {
-        r.status = status;
-        r.attempts = attempts;
-        r.bytes_out = progress.bytes_out;
-        r.ttfb = progress.first_write.map(|t| t.saturating_duration_since(req.started));
-        r.usage = usage;
-        r.estimated = estimated;
-        r.cost_usd = match (&usage, r.model.as_deref()) {
-            (Some(u), Some(m)) => w.shared.prices.cost(m, u),
-            _ => None,
-        };
-        r.error = match (complete, sent) {
-            (false, _) => Some("upstream_cut_short"),
-            (true, false) => Some("client_disconnected"),
-            (true, true) => None,
-        };
-    }
-    if let Some(CacheFill { mut leader, key, ttl, .. }) = opts.cache.fill {
-        if complete && (200..300).contains(&status) {
-            let headers = Bytes::from_static(b"content-type: application/json\r\n");
-            leader.head(FlightHead {
-                status,
-                headers: headers.clone(),
-                stream: false,
-                length: Some(json.len() as u64),
-            });
-            leader.data(json.as_bytes());
-            let usage = usage.filter(|_| !estimated);
-            if let Some(body) = leader.finish(usage) {
-                let expires_unix_ms = now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-                let entry =
-                    Entry { status, headers, body, stream: false, expires_unix_ms, provider: up.label.clone(), usage };
-                w.shared.cache.put(key, entry);
+    let end = match (end, answer.is_ok()) {
+        // Held until the answer is stored, like a small relayed one.
+        (End::Complete { reusable }, true) => End::Ready { reusable, out },
+        (end, _) => {
+            if io.send(out).await {
+                progress.sent(len);
+                end
+            } else if end.complete() {
+                End::ClientGone
+            } else {
+                end
             }
-        } else {
-            leader.release();
         }
-    }
-    if reusable && complete && head.keep_alive {
-        w.pool.borrow_mut().put(up.index, conn);
-    }
-    if sent && keep_alive && complete { Outcome::Reusable } else { Outcome::Close }
+    };
+    let fill = fill.map(|f| (f, stored));
+    let cause = answer.err().map(|e| e.code());
+    let concluded = Concluded { up, conn, upstream: &head, status, cause, tap, fill, progress, prompt, format };
+    conclude(w, ctx, concluded, end, io).await
 }

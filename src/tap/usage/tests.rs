@@ -119,3 +119,20 @@ fn same_usage_at_every_split_and_with_crlf() {
         tap("text/event-stream", OPENAI_STREAM.as_bytes(), &[])
     );
 }
+
+#[test]
+fn numbers_near_the_limit_saturate() {
+    let mut t = UsageTracker::new();
+    let max = u64::MAX;
+    t.observe_json(
+        format!(r#"{{"type":"message_start","message":{{"usage":{{"input_tokens":{max},"cache_read_input_tokens":{max},"cache_creation_input_tokens":5,"output_tokens":1}}}}}}"#)
+            .as_bytes(),
+    );
+    let u = t.usage().expect("usage");
+    assert_eq!((u.input, u.cached_input, u.fresh_input()), (max, max, 0));
+    let mut g = UsageTracker::new();
+    g.observe_json(
+        format!(r#"{{"usageMetadata":{{"candidatesTokenCount":{max},"thoughtsTokenCount":9}}}}"#).as_bytes(),
+    );
+    assert_eq!(g.usage().map(|u| u.output), Some(max));
+}

@@ -2,10 +2,10 @@
 
 use serde_json::{Value, json};
 
-use super::Translation;
+use crate::providers::Translation;
 
 pub fn now() -> u64 {
-    crate::cache::entry::now_unix_ms() / 1000
+    crate::util::now_unix_ms() / 1000
 }
 
 /// Writes a stream's `chat.completion.chunk` events. The part every chunk
@@ -79,13 +79,9 @@ pub fn usage(input: u64, output: u64, cached: u64) -> Value {
     json!({
         "prompt_tokens": input,
         "completion_tokens": output,
-        "total_tokens": input + output,
+        "total_tokens": input.saturating_add(output),
         "prompt_tokens_details": { "cached_tokens": cached },
     })
-}
-
-pub fn gateway_error(message: &str) -> String {
-    crate::error::json_error(message, "api_error", "upstream_invalid_response")
 }
 
 /// A provider's error answer, as an OpenAI error with a status OpenAI

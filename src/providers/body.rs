@@ -1,10 +1,16 @@
-//! `model` and `stream` from a request body, without parsing it.
+//! The facts the gateway reads from a request body (model, stream,
+//! stream_options, output cap, prompt prefix), without parsing it.
 //!
 //! Prompts can be hundreds of kilobytes; a full parse on every request to
 //! read two fields would cost more than proxying. This walks the top-level
-//! object only, skipping every other value (strings by memchr), and stops
-//! once both keys are found. Nested keys of the same names (a tool schema's
-//! `"model"` property, say) are never mistaken for the top-level ones.
+//! object only, skipping every other value (strings by memchr). Nested keys
+//! of the same names (a tool schema's `"model"` property, say) are never
+//! mistaken for the top-level ones.
+//!
+//! Keys are compared as JSON defines them: `"mod\u0065l"` is `model`. A
+//! body that names a key the gateway reads twice is refused (`scan`):
+//! providers that keep the last duplicate would serve another model than
+//! the one checked, limited and priced.
 
 /// What the request asked for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,10 +30,42 @@ impl RequestInfo {
     }
 }
 
-pub fn scan(body: &[u8]) -> RequestInfo {
+/// The longest model name a request may use. Model names become metric
+/// labels, log fields and cache-key parts; real ones are far shorter.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// The keys the gateway reads: each may appear once.
+const WATCHED: [&str; 6] = ["model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "messages"];
+
+/// Reads the request's facts; Err(key) names a key the gateway reads that
+/// the body has twice.
+pub fn scan(body: &[u8]) -> Result<RequestInfo, &'static str> {
     let mut info = RequestInfo::default();
-    let _ = scan_object(body, &mut info);
-    info
+    let mut seen = [false; WATCHED.len()];
+    let mut duplicate = None;
+    let _ = for_each_member(body, |key, value| {
+        if let Some(i) = WATCHED.iter().position(|w| w.as_bytes() == key)
+            && std::mem::replace(&mut seen[i], true)
+        {
+            duplicate = Some(WATCHED[i]);
+            return false;
+        }
+        match key {
+            b"model" if value.first() == Some(&b'"') => info.model = serde_json::from_slice::<String>(value).ok(),
+            b"stream" => info.stream = value == b"true",
+            b"stream_options" => {
+                info.stream_options = true;
+                info.include_usage = serde_json::from_slice::<serde_json::Value>(value)
+                    .is_ok_and(|v| v["include_usage"].as_bool() == Some(true));
+            }
+            _ => {}
+        }
+        true
+    });
+    match duplicate {
+        Some(key) => Err(key),
+        None => Ok(info),
+    }
 }
 
 fn ws(b: &[u8], mut i: usize) -> usize {
@@ -76,14 +114,17 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
         }
         _ => {
             let end = b[i..].iter().position(|&c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
-            Some(i + end)
+            // An empty value is no value: callers that loop over values
+            // must always move forward (`[}` once looped forever).
+            (end > 0).then_some(i + end)
         }
     }
 }
 
 /// Calls `f(key, raw value)` for each top-level member until it returns
-/// false or the object ends. None: not a (complete) JSON object.
-fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8], &'b [u8]) -> bool) -> Option<()> {
+/// false or the object ends; the key is unescaped (an escaped key costs one
+/// decode). None: not a (complete) JSON object.
+fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]) -> bool) -> Option<()> {
     let mut i = ws(b, 0);
     if *b.get(i)? != b'{' {
         return None;
@@ -101,7 +142,14 @@ fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8], &'b [u8]) -> boo
             _ => return None,
         }
         let key_end = skip_string(b, i)?;
-        let key = &b[i + 1..key_end - 1];
+        let raw_key = &b[i + 1..key_end - 1];
+        let decoded;
+        let key = if memchr::memchr(b'\\', raw_key).is_some() {
+            decoded = serde_json::from_slice::<String>(&b[i..key_end]).ok()?;
+            decoded.as_bytes()
+        } else {
+            raw_key
+        };
         i = ws(b, key_end);
         if *b.get(i)? != b':' {
             return None;
@@ -115,36 +163,17 @@ fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8], &'b [u8]) -> boo
     }
 }
 
-fn scan_object(b: &[u8], info: &mut RequestInfo) -> Option<()> {
-    let (mut have_model, mut have_stream) = (false, false);
-    for_each_member(b, |key, value| {
-        match key {
-            b"model" if value.first() == Some(&b'"') => {
-                info.model = serde_json::from_slice::<String>(value).ok();
-                have_model = true;
-            }
-            b"stream" => {
-                info.stream = value == b"true";
-                have_stream = true;
-            }
-            b"stream_options" => {
-                info.stream_options = true;
-                info.include_usage = serde_json::from_slice::<serde_json::Value>(value)
-                    .is_ok_and(|v| v["include_usage"].as_bool() == Some(true));
-            }
-            _ => {}
-        }
-        // stream_options is looked for to the end only in streaming requests.
-        !(have_model && have_stream && !info.stream)
-    })
-}
-
 /// Where the top-level `model` string value sits (quotes included).
 pub fn model_span(body: &[u8]) -> Option<std::ops::Range<usize>> {
+    member_span(body, "model").filter(|r| body[r.start] == b'"')
+}
+
+/// Where the value of the top-level member `name` sits.
+pub fn member_span(body: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
     let base = body.as_ptr() as usize;
     let mut span = None;
     for_each_member(body, |key, value| {
-        if key == b"model" && value.first() == Some(&b'"') {
+        if key == name.as_bytes() {
             let start = value.as_ptr() as usize - base;
             span = Some(start..start + value.len());
             return false;
@@ -247,23 +276,41 @@ pub fn max_output_tokens(body: &[u8]) -> Option<u64> {
     found
 }
 
-/// Gemini names the model in the path: `/v1beta/models/{model}:{method}`.
-pub fn gemini_path(path: &[u8]) -> Option<RequestInfo> {
-    let path = &path[..path.iter().position(|&c| c == b'?').unwrap_or(path.len())];
-    let at = memchr::memmem::find(path, b"/models/")? + 8;
-    let rest = &path[at..];
-    let colon = memchr::memchr(b':', rest)?;
-    Some(RequestInfo {
-        model: std::str::from_utf8(&rest[..colon]).ok().map(str::to_string),
-        stream: &rest[colon + 1..] == b"streamGenerateContent",
-        stream_options: false,
-        include_usage: false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The facts of a body without duplicate keys.
+    fn scan(body: &[u8]) -> RequestInfo {
+        super::scan(body).expect("no duplicate keys")
+    }
+
+    #[test]
+    fn duplicate_keys_the_gateway_reads_are_refused() {
+        for (body, key) in [
+            (&br#"{"model":"allowed","stream":false,"model":"other"}"#[..], "model"),
+            (br#"{"mod\u0065l":"allowed","model":"other"}"#, "model"),
+            (br#"{"model":"a","\u006dodel":"b"}"#, "model"),
+            (br#"{"stream":false,"messages":[],"stream":true}"#, "stream"),
+            (br#"{"stream_options":{},"stream_options":{"include_usage":true}}"#, "stream_options"),
+            (br#"{"max_tokens":1,"max_tokens":100000}"#, "max_tokens"),
+            (br#"{"max_completion_tokens":1,"max_completion_tokens":2}"#, "max_completion_tokens"),
+            (br#"{"messages":[],"messages":[{"role":"user","content":"x"}]}"#, "messages"),
+        ] {
+            assert_eq!(super::scan(body), Err(key), "{}", String::from_utf8_lossy(body));
+        }
+        // Other keys may repeat (the gateway does not read them), nested
+        // ones never count.
+        assert!(super::scan(br#"{"user":"a","user":"b","model":"m","tools":[{"model":1},{"model":2}]}"#).is_ok());
+    }
+
+    #[test]
+    fn escaped_keys_are_the_keys_they_spell() {
+        let i = scan(br#"{"mod\u0065l":"m","str\u0065am":true}"#);
+        assert_eq!((i.model.as_deref(), i.stream), (Some("m"), true));
+        assert_eq!(model_span(br#"{"\u006dodel":"m"}"#), Some(14..17));
+        assert_eq!(max_output_tokens(br#"{"max_\u0074okens":7}"#), Some(7));
+    }
 
     #[test]
     fn finds_top_level_model_and_stream() {
@@ -279,6 +326,20 @@ mod tests {
             scan(br#"{"stream":false,"model":"m"}"#),
             RequestInfo { model: Some("m".into()), stream: false, ..RequestInfo::default() }
         );
+    }
+
+    #[test]
+    fn malformed_arrays_end_the_walk() {
+        // Found by `fuzz/fuzz_targets/body.rs`: an element starting with a
+        // closing brace made the prompt-prefix walk loop forever.
+        for body in
+            [&br#"{"messages":[}]}"#[..], br#"{"messages":[{"role":"user"},}"#, br#"{"messages":[,}"#, b"{\"a\":}"]
+        {
+            let _ = prompt_prefix(body, 2048);
+            let _ = super::scan(body);
+            let _ = max_output_tokens(body);
+            let _ = json_output(body);
+        }
     }
 
     #[test]
@@ -320,17 +381,5 @@ mod tests {
         assert_eq!(max_output_tokens(br#"{"generationConfig":{"temperature":1,"maxOutputTokens":64}}"#), Some(64));
         assert_eq!(max_output_tokens(br#"{"model":"m"}"#), None);
         assert_eq!(max_output_tokens(br#"{"max_tokens":"x"}"#), None);
-    }
-
-    #[test]
-    fn gemini_model_from_path() {
-        let i = gemini_path(b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
-        assert_eq!(
-            i,
-            Some(RequestInfo { model: Some("gemini-2.5-flash".into()), stream: true, ..RequestInfo::default() })
-        );
-        let i = gemini_path(b"/v1beta/models/gemini-2.5-pro:generateContent");
-        assert_eq!(i.map(|i| i.stream), Some(false));
-        assert_eq!(gemini_path(b"/v1/chat/completions"), None);
     }
 }

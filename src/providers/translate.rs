@@ -5,31 +5,12 @@
 //! A request field the target cannot honour is refused with 400 naming the
 //! field (`UnsupportedField`), never silently dropped.
 
-pub mod anthropic;
-pub mod gemini;
-mod openai;
-
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::resolve::Api;
-use crate::{config::ProviderKind, error::GatewayError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Translation {
-    None,
-    Anthropic,
-    Gemini,
-}
-
-/// Whether a request on `api` to a provider of `kind` is translated.
-pub fn kind_of(api: Api, kind: ProviderKind) -> Translation {
-    match (api, kind) {
-        (Api::Chat, ProviderKind::Anthropic) => Translation::Anthropic,
-        (Api::Chat, ProviderKind::Gemini) => Translation::Gemini,
-        _ => Translation::None,
-    }
-}
+pub use super::Translation;
+use super::{anthropic::translate as anthropic, gemini::translate as gemini, openai::translate as openai};
+use crate::error::GatewayError;
 
 /// The upstream body and path for a translated chat request.
 pub fn request(
@@ -68,14 +49,21 @@ pub fn request(
 }
 
 /// Translates a whole (non-stream) upstream answer to OpenAI's shape:
-/// (status, JSON body).
-pub fn response(t: Translation, status: u16, body: &[u8], model: &str, json_mode: bool) -> (u16, String) {
+/// (status, JSON body). A provider's error answer is translated too; an
+/// answer that cannot be read is the gateway's 502 (`Untranslatable`).
+pub fn response(
+    t: Translation,
+    status: u16,
+    body: &[u8],
+    model: &str,
+    json_mode: bool,
+) -> Result<(u16, String), &'static str> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&status) {
-        return openai::error(t, status, parsed.as_ref(), body);
+        return Ok(openai::error(t, status, parsed.as_ref(), body));
     }
     let Some(v) = parsed else {
-        return (502, openai::gateway_error("the provider's answer is not JSON"));
+        return Err("the answer is not JSON");
     };
     let out = match t {
         Translation::Anthropic => anthropic::response(&v, model, json_mode),
@@ -83,8 +71,8 @@ pub fn response(t: Translation, status: u16, body: &[u8], model: &str, json_mode
         Translation::None => Some(v),
     };
     match out {
-        Some(v) => (200, v.to_string()),
-        None => (502, openai::gateway_error("the provider's answer has an unexpected shape")),
+        Some(v) => Ok((200, v.to_string())),
+        None => Err("the answer has an unexpected shape"),
     }
 }
 
@@ -141,7 +129,11 @@ const COMMON_FIELDS: &[&str] = &[
 
 /// Refuses fields outside the common ones and `extra` (a null value, or
 /// `n: 1`, is harmless).
-fn check_fields(req: &serde_json::Map<String, Value>, extra: &[&str], kind: &'static str) -> Result<(), GatewayError> {
+pub(super) fn check_fields(
+    req: &serde_json::Map<String, Value>,
+    extra: &[&str],
+    kind: &'static str,
+) -> Result<(), GatewayError> {
     for (k, v) in req {
         let harmless = v.is_null() || (k == "n" && v.as_u64() == Some(1));
         if !COMMON_FIELDS.contains(&k.as_str()) && !extra.contains(&k.as_str()) && !harmless {
@@ -151,16 +143,16 @@ fn check_fields(req: &serde_json::Map<String, Value>, extra: &[&str], kind: &'st
     Ok(())
 }
 
-fn unsupported(kind: &'static str, field: impl Into<String>) -> GatewayError {
+pub(super) fn unsupported(kind: &'static str, field: impl Into<String>) -> GatewayError {
     GatewayError::UnsupportedField { field: field.into(), provider_kind: kind }
 }
 
-fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {
+pub(super) fn invalid(param: &'static str, why: impl Into<String>) -> GatewayError {
     GatewayError::InvalidBody { param, why: why.into() }
 }
 
 /// `stop` as a list of strings.
-fn stop_list(req: &serde_json::Map<String, Value>) -> Result<Option<Value>, GatewayError> {
+pub(super) fn stop_list(req: &serde_json::Map<String, Value>) -> Result<Option<Value>, GatewayError> {
     match req.get("stop") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(Value::Array(vec![Value::from(s.as_str())]))),
@@ -170,12 +162,12 @@ fn stop_list(req: &serde_json::Map<String, Value>) -> Result<Option<Value>, Gate
 }
 
 /// `max_completion_tokens`, or the older `max_tokens`.
-fn max_tokens(req: &serde_json::Map<String, Value>) -> Option<u64> {
+pub(super) fn max_tokens(req: &serde_json::Map<String, Value>) -> Option<u64> {
     req.get("max_completion_tokens").or_else(|| req.get("max_tokens")).and_then(Value::as_u64)
 }
 
 /// The JSON events in the next piece of an SSE body.
-fn sse_events(splitter: &mut crate::tap::sse::SseSplitter, data: &[u8]) -> Vec<Value> {
+pub(super) fn sse_events(splitter: &mut crate::tap::sse::SseSplitter, data: &[u8]) -> Vec<Value> {
     let mut events = Vec::new();
     splitter.feed(data, &mut |e| {
         if let Ok(v) = serde_json::from_slice::<Value>(e.data) {

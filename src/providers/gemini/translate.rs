@@ -4,13 +4,16 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{check_fields, invalid, max_tokens, openai, sse_events, stop_list};
+use crate::providers::{
+    openai::translate as openai,
+    translate::{check_fields, invalid, max_tokens, sse_events, stop_list, unsupported as unsupported_in},
+};
 use crate::{error::GatewayError, tap::sse::SseSplitter};
 
 const KIND: &str = "gemini";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
-    super::unsupported(KIND, field)
+    unsupported_in(KIND, field)
 }
 
 /// Gemini translates only the common fields.
@@ -195,7 +198,11 @@ fn finish_reason(r: Option<&str>, tools: bool) -> &'static str {
 
 fn usage_of(u: &Value) -> (u64, u64, u64) {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    (n("promptTokenCount"), n("candidatesTokenCount") + n("thoughtsTokenCount"), n("cachedContentTokenCount"))
+    (
+        n("promptTokenCount"),
+        n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount")),
+        n("cachedContentTokenCount"),
+    )
 }
 
 /// (text, tool calls) of a candidate's parts; call ids count from `first`.

@@ -1,4 +1,7 @@
-//! Small async helpers shared by the I/O loops.
+//! Leaf helpers every module may use: clocks, the shutdown signal, and
+//! small async combinators for the I/O loops.
+
+pub mod shutdown;
 
 use std::{future::Future, pin::Pin, task::Poll};
 

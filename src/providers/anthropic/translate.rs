@@ -2,7 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{check_fields, invalid, max_tokens, openai, sse_events, stop_list};
+use crate::providers::{
+    openai::translate as openai,
+    translate::{check_fields, invalid, max_tokens, sse_events, stop_list, unsupported as unsupported_in},
+};
 use crate::{error::GatewayError, tap::sse::SseSplitter};
 
 const KIND: &str = "anthropic";
@@ -12,7 +15,7 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 const JSON_TOOL: &str = "json_output";
 
 fn unsupported(field: impl Into<String>) -> GatewayError {
-    super::unsupported(KIND, field)
+    unsupported_in(KIND, field)
 }
 
 /// Fields beyond the common ones Anthropic requests translate (or the
@@ -234,7 +237,11 @@ pub fn finish_reason(stop: Option<&str>, json_mode: bool) -> &'static str {
 fn usage_of(u: &Value) -> (u64, u64, u64) {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
     let cached = n("cache_read_input_tokens");
-    (n("input_tokens") + cached + n("cache_creation_input_tokens"), n("output_tokens"), cached)
+    (
+        n("input_tokens").saturating_add(cached).saturating_add(n("cache_creation_input_tokens")),
+        n("output_tokens"),
+        cached,
+    )
 }
 
 /// A Messages answer as a chat completion.

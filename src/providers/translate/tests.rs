@@ -4,6 +4,11 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// A readable answer, translated.
+fn response(t: Translation, status: u16, body: &[u8], model: &str, json_mode: bool) -> (u16, String) {
+    super::response(t, status, body, model, json_mode).expect("a translatable answer")
+}
+
 fn obj(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().cloned().unwrap()
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, under valgrind's callgrind: a figure
+# that does not move with the other core's load, for comparing two builds.
+#
+#   loadtest/instructions.sh [BINARY] [stream]
+#
+# Starts `aigw mock` and the gateway (epoll driver, 1 worker) under
+# callgrind, sends 300 keep-alive chat completions to warm up, zeroes the
+# counters, sends 2,000 more, dumps, and prints Ir / request. Needs
+# valgrind (apt-get install valgrind) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release/aigw}
+stream=${2:-}
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+cat > "$dir/gw.toml" <<TOML
+[server]
+listen = "127.0.0.1:18080"
+admin_listen = "127.0.0.1:18090"
+workers = 1
+io_driver = "epoll"
+pin_workers = false
+
+[providers.mock]
+kind = "mock"
+base_url = "http://127.0.0.1:18081"
+TOML
+"$bin" mock --listen 127.0.0.1:18081 >/dev/null 2>&1 &
+valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" serve --config "$dir/gw.toml" >/dev/null 2>&1 &
+vg=$!
+for _ in $(seq 1 120); do curl -s -o /dev/null localhost:18080/mock/v1/models && break; sleep 0.5; done
+drive() {
+  python3 - "$1" "$stream" <<'PY'
+import http.client, json, sys
+n, stream = int(sys.argv[1]), sys.argv[2] == "stream"
+body = json.dumps({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
+c = http.client.HTTPConnection("127.0.0.1", 18080)
+for _ in range(n):
+    c.request("POST", "/mock/v1/chat/completions", body, {"Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+}
+drive 300
+sleep 1
+callgrind_control -z "$vg" >/dev/null
+drive 2000
+sleep 1
+callgrind_control -d "$vg" >/dev/null
+sleep 1
+out=$(ls -t "$dir"/cg.out.* | head -1)
+ir=$(grep -m1 "^summary:\|^totals:" "$out" | awk '{print $2}')
+echo "$bin${stream:+ (stream)}: $((ir / 2000)) instructions per request"
