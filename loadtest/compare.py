@@ -145,7 +145,9 @@ class Setup:
         self.aigw_port, admin = free_port(), free_port()
         (self.dir / "aigw.toml").write_text(
             f'[server]\nlisten = "127.0.0.1:{self.aigw_port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
-            f"workers = {a.workers}\npin_workers = false\n"
+            # pin_workers left at its default ("auto"): unpinned unless
+            # --pin narrows the cores with taskset.
+            f"workers = {a.workers}\n"
             f'[providers.mock]\nkind = "mock"\nbase_url = "http://127.0.0.1:{self.mock_port}"\n'
             # the same idle pool as nginx's `keepalive 512`
             "pool_max_idle = 512\n"
@@ -158,7 +160,7 @@ class Setup:
             (self.dir / "aigw.toml").read_text()
             .replace(f"127.0.0.1:{self.aigw_port}", f"127.0.0.1:{self.bare_port}")
             .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{bare_admin}")
-            .replace("pin_workers = false\n", "pin_workers = false\nanalytics = false\n")
+            .replace(f"workers = {a.workers}\n", f"workers = {a.workers}\nanalytics = false\n")
         )
         self.bare = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-bare.toml")], a.gw_cpus, "aigw-bare")
         wait_port(self.bare_port)

@@ -146,8 +146,9 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         }
         Rc::new(proxy::Worker::new(shared.clone(), recorder))
     });
-    let (addr, data) = spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers, make)
-        .map_err(|source| StartError::Bind { what: "data", addr: config.server.listen, source })?;
+    let (addr, data) =
+        spawn_service(&data_svc, config.server.listen, workers, config.server.pin_workers.resolve(), make)
+            .map_err(|source| StartError::Bind { what: "data", addr: config.server.listen, source })?;
 
     // The admin listener outlives the drain so /readyz can say "draining".
     let admin_shutdown = Arc::new(Shutdown::new());

@@ -14,8 +14,8 @@ use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration
 pub use access::{AuthConfig, AuthMode, Cidr, LeaseConfig, LimitKey, LimitStore, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
 use raw::{
-    RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawProvider, RawRateLimit, RawRoute, RawServer,
-    RawWorkers,
+    RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawPinning, RawProvider, RawRateLimit, RawRoute,
+    RawServer, RawWorkers,
 };
 pub use routes::{Route, Strategy, Target};
 pub use url::{Scheme, UpstreamUrl};
@@ -58,7 +58,7 @@ pub struct Server {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub workers: Workers,
-    pub pin_workers: bool,
+    pub pin_workers: Pinning,
     pub io_driver: IoDriver,
     /// Per-request accounting (metrics, stats, request log). Off only to
     /// measure what it costs.
@@ -92,6 +92,60 @@ impl Workers {
             Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
+}
+
+/// Whether workers are pinned to cores.
+///
+/// A pinned worker whose core is busy with another process waits for it
+/// where an unpinned thread would move to an idle core: pinning pays only on
+/// cores the gateway owns. `Auto` takes "the operator narrowed the cores
+/// this process may use" (taskset, systemd `CPUAffinity=`, a cpuset) as
+/// "these cores are ours" and pins only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinning {
+    Auto,
+    On,
+    Off,
+}
+
+impl Pinning {
+    pub fn resolve(self) -> bool {
+        match self {
+            Pinning::On => true,
+            Pinning::Off => false,
+            Pinning::Auto => match (allowed_cpus(), online_cpus()) {
+                (Some(allowed), Some(online)) => pins_by_default(allowed, online),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// `Auto`'s rule: pin when the allowed set is a strict subset of the
+/// machine's cores.
+fn pins_by_default(allowed: usize, online: usize) -> bool {
+    allowed < online
+}
+
+/// Cores this process may run on (its affinity mask).
+fn allowed_cpus() -> Option<usize> {
+    core_affinity::get_core_ids().map(|ids| ids.len()).filter(|&n| n > 0)
+}
+
+/// Cores online on this machine.
+fn online_cpus() -> Option<usize> {
+    count_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
+}
+
+/// Counts a kernel CPU list such as `0-3,8,10-11`.
+fn count_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in list.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (lo.parse().ok()?, hi.parse().ok()?);
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    (n > 0).then_some(n)
 }
 
 /// Which monoio driver the workers run.
@@ -389,6 +443,16 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
             }
         },
     };
+    let pin_workers = match raw.pin_workers {
+        None => Pinning::Auto,
+        Some(RawPinning::Flag(true)) => Pinning::On,
+        Some(RawPinning::Flag(false)) => Pinning::Off,
+        Some(RawPinning::Word(w)) if w == "auto" => Pinning::Auto,
+        Some(RawPinning::Word(w)) => {
+            errors.push("server.pin_workers", format!("`{w}`: expected \"auto\", true or false"));
+            Pinning::Auto
+        }
+    };
     let limits = Limits {
         max_head_bytes: raw.max_head_bytes.unwrap_or(64 * 1024),
         max_headers: raw.max_headers.unwrap_or(128),
@@ -446,7 +510,7 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
         listen,
         admin_listen,
         workers,
-        pin_workers: raw.pin_workers.unwrap_or(true),
+        pin_workers,
         analytics: raw.analytics.unwrap_or(true),
         io_driver: match raw.io_driver {
             None | Some(RawIoDriver::Auto) => IoDriver::Auto,

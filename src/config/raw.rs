@@ -13,7 +13,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub workers: Option<RawWorkers>,
-    pub pin_workers: Option<bool>,
+    pub pin_workers: Option<RawPinning>,
     pub io_driver: Option<RawIoDriver>,
     pub analytics: Option<bool>,
     pub max_head_bytes: Option<usize>,
@@ -30,6 +30,14 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// `pin_workers = "auto"`, `true` or `false`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPinning {
+    Flag(bool),
+    Word(String),
 }
 
 /// `workers = "auto"` or `workers = 4`.

@@ -20,6 +20,7 @@ fn embedded_default_is_valid() {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
     assert_eq!(c.server.workers, Workers::Auto);
+    assert_eq!(c.server.pin_workers, Pinning::Auto);
     let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["anthropic", "mock", "openai"]);
     assert!(c.providers[1].base_url.is_none());
@@ -74,6 +75,7 @@ fn each_rejection_names_its_key() {
     assert_rejects(&format!("[server]\nadmin_listen = \"1.2.3.4\"\n{MOCK}"), "server.admin_listen");
     assert_rejects(&format!("[server]\nworkers = 0\n{MOCK}"), "server.workers");
     assert_rejects(&format!("[server]\nworkers = \"many\"\n{MOCK}"), "server.workers");
+    assert_rejects(&format!("[server]\npin_workers = \"always\"\n{MOCK}"), "server.pin_workers");
     assert_rejects(&format!("[server]\nbogus = 1\n{MOCK}"), "server.bogus");
     assert_rejects(&format!("[server]\nio_driver = \"kqueue\"\n{MOCK}"), "server.io_driver");
     assert_rejects(&format!("[server]\nkeepalive_timeout = \"5\"\n{MOCK}"), "server.keepalive_timeout");
@@ -180,4 +182,21 @@ fn routes_section() {
     assert_eq!(chat.targets[1].weight, 3);
     assert_eq!(chat.kind, Some(ProviderKind::OpenAi));
     assert_eq!(c.routes.iter().find(|r| r.name == "mixed").unwrap().kind, None);
+}
+
+#[test]
+fn pinning_is_chosen_from_the_allowed_cores() {
+    for (text, want) in [("true", Pinning::On), ("false", Pinning::Off), ("\"auto\"", Pinning::Auto)] {
+        let c = Config::from_toml(&format!("[server]\npin_workers = {text}\n{MOCK}")).expect("valid");
+        assert_eq!(c.server.pin_workers, want);
+    }
+    assert!(Pinning::On.resolve() && !Pinning::Off.resolve());
+    // Auto: all of a machine's cores are a shared host; a narrowed set is ours.
+    assert!(!pins_by_default(16, 16));
+    assert!(pins_by_default(4, 16));
+    assert_eq!(count_cpu_list("0-15\n"), Some(16));
+    assert_eq!(count_cpu_list("0-3,8,10-11"), Some(7));
+    for bad in ["", "3-1", "a", "0-", "1,,2"] {
+        assert_eq!(count_cpu_list(bad), None, "{bad:?}");
+    }
 }
