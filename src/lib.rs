@@ -60,5 +60,9 @@ pub mod tap;
 pub mod upstream;
 pub mod util;
 
+// `--features system-alloc` builds with the C allocator instead, so heap
+// profilers that interpose malloc (heaptrack, valgrind) see every
+// allocation; see docs/benchmarks.md, "Memory per stream".
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -107,27 +107,35 @@ impl ServerCtx {
 }
 
 /// Gives memory back after a load peak. mimalloc keeps freed pages in this
-/// thread's heap for reuse; once the open connections fall to under half of
-/// their recent peak, a forced collection returns them to the OS, so RSS
-/// comes back near idle when traffic ends (docs/benchmarks.md, "RSS after").
+/// thread's heap for reuse and purges freed arena memory only when some
+/// thread calls into it; once the open connections fall to under half of
+/// their recent peak, and again when the worker has had none for a second
+/// after traffic, a forced collection returns them to the OS, so RSS comes
+/// back near idle when traffic ends (docs/benchmarks.md, "Memory per
+/// stream").
 async fn trim_memory(ctx: Rc<ServerCtx>) {
     let mut peak = 0usize;
+    // Traffic came since the last collection.
+    let mut dirty = false;
     while !ctx.draining() {
         // Sampled every second while there is traffic to follow; an idle
-        // worker (no connections, no peak to come down from) looks every
-        // five, so it wakes next to never.
-        let quiet = peak == 0 && ctx.open_connections() == 0;
+        // worker (no connections, nothing to give back) looks every five,
+        // so it wakes next to never.
+        let quiet = !dirty && ctx.open_connections() == 0;
         monoio::time::sleep(Duration::from_secs(if quiet { 5 } else { 1 })).await;
         let open = ctx.open_connections();
-        if open * 2 < peak {
+        dirty |= open > 0 || peak > 0;
+        if open * 2 < peak || (open == 0 && dirty) {
             ctx.idle.borrow_mut().shrink_to(open);
             // SAFETY: mi_collect only walks and frees this thread's own
-            // mimalloc heap; it takes no pointers from us.
+            // mimalloc heap (and purges freed arena pages); it takes no
+            // pointers from us.
             #[allow(unsafe_code)]
             unsafe {
                 libmimalloc_sys::mi_collect(true);
             }
             peak = open;
+            dirty = open > 0;
         }
         peak = peak.max(open);
     }

@@ -2,47 +2,125 @@
 //! usage: an OpenAI-compatible server that ignores `include_usage`, a client
 //! that turned it off, a stream cut short.
 //!
-//! o200k_base (tiktoken-rs) takes a few hundred milliseconds and ~15 MiB to
-//! load, so it is loaded on a helper thread the first time an estimate is
-//! needed; until it is ready, estimates use 4 bytes per token. Either way
-//! the record says `estimated: true`.
+//! The o200k_base vocabulary (`bpe.rs`) takes ~7 MiB and ~15 ms to load,
+//! so it is loaded on a helper thread the first time an estimate is needed
+//! (until it is ready, estimates use 4 bytes per token; either way the
+//! record says `estimated: true`), and dropped again once no estimate was
+//! asked for `UNLOAD_AFTER`: estimates come in bursts (many streams cut at
+//! once), and a gateway whose providers report usage should not keep the
+//! vocabulary for the one burst it saw.
 
-use std::sync::{Once, OnceLock};
+use std::{
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use tiktoken_rs::CoreBPE;
+use super::bpe::Bpe;
 
-static BPE: OnceLock<CoreBPE> = OnceLock::new();
-static LOADING: Once = Once::new();
+enum State {
+    Unloaded,
+    Loading,
+    /// `pinned`: loaded by `load_now`, never dropped.
+    Ready {
+        bpe: Arc<Bpe>,
+        pinned: bool,
+    },
+}
+
+static STATE: Mutex<State> = Mutex::new(State::Unloaded);
+/// Milliseconds since `epoch()` of the last estimate.
+static LAST_USE: AtomicU64 = AtomicU64::new(0);
+const UNLOAD_AFTER: Duration = Duration::from_secs(5);
+
+fn epoch() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Output-token estimate for `text`.
 pub fn count(text: &str) -> u64 {
-    match BPE.get() {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => {
-            start_loading();
-            text.len().div_ceil(4) as u64
+    LAST_USE.store(now_ms(), Ordering::Relaxed);
+    let bpe = {
+        let mut s = state();
+        match &*s {
+            State::Ready { bpe, .. } => Some(bpe.clone()),
+            State::Loading => None,
+            State::Unloaded => {
+                *s = State::Loading;
+                let spawned = std::thread::Builder::new().name("aigw-tokenizer".into()).spawn(load_and_keep);
+                if let Err(e) = spawned {
+                    log::warn!("cannot start the tokenizer thread: {e}");
+                    *s = State::Unloaded;
+                }
+                None
+            }
+        }
+    };
+    match bpe {
+        Some(bpe) => bpe.count(text) as u64,
+        None => text.len().div_ceil(4) as u64,
+    }
+}
+
+/// The helper thread: loads the vocabulary, then drops it once unused for
+/// `UNLOAD_AFTER` (checking once a second while it is loaded).
+fn load_and_keep() {
+    match Bpe::o200k() {
+        Ok(bpe) => *state() = State::Ready { bpe: Arc::new(bpe), pinned: false },
+        Err(e) => {
+            // Stay in Loading: estimates keep the byte rule, no retry loop.
+            log::warn!("cannot load the o200k tokenizer: {e}");
+            return;
+        }
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let mut s = state();
+        match &*s {
+            State::Ready { pinned: false, .. } => {
+                if now_ms().saturating_sub(LAST_USE.load(Ordering::Relaxed)) >= UNLOAD_AFTER.as_millis() as u64 {
+                    *s = State::Unloaded;
+                    drop(s);
+                    // Hand the freed pages back to the OS now rather than
+                    // when some other thread next allocates.
+                    // SAFETY: mi_collect only walks and frees this thread's
+                    // own mimalloc heap (and purges freed arena pages).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libmimalloc_sys::mi_collect(true);
+                    }
+                    return;
+                }
+            }
+            _ => return,
         }
     }
 }
 
-fn start_loading() {
-    LOADING.call_once(|| {
-        let spawned = std::thread::Builder::new().name("aigw-tokenizer".into()).spawn(load_now);
-        if let Err(e) = spawned {
-            log::warn!("cannot start the tokenizer thread: {e}");
-        }
-    });
+/// The vocabulary is in memory.
+pub fn is_loaded() -> bool {
+    matches!(&*state(), State::Ready { .. })
 }
 
-/// Loads the tokenizer on this thread (tests, and the helper thread).
+/// Loads the tokenizer on this thread and keeps it (tests, benchmarks).
 pub fn load_now() {
-    if BPE.get().is_some() {
+    let mut s = state();
+    if matches!(&*s, State::Ready { pinned: true, .. }) {
         return;
     }
-    match tiktoken_rs::o200k_base() {
-        Ok(bpe) => {
-            let _ = BPE.set(bpe);
-        }
+    match Bpe::o200k() {
+        Ok(bpe) => *s = State::Ready { bpe: Arc::new(bpe), pinned: true },
         Err(e) => log::warn!("cannot load the o200k tokenizer: {e}"),
     }
 }

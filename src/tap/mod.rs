@@ -5,6 +5,7 @@
 //! events that pass a byte scan are parsed (`usage.rs`). JSON bodies are
 //! collected up to a cap and parsed once at the end.
 
+mod bpe;
 pub mod estimate;
 pub mod sse;
 pub mod strip;
