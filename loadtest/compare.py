@@ -15,7 +15,17 @@ measures, alternating contenders and repeating each measurement:
   * cache hits: aigw answering from its cache vs nginx proxying the same
     request (every request after the first is a hit);
   * access control: the same aigw with a gateway key checked and a
-    per-key rate limit (never reached) on every request, vs without.
+    per-key rate limit (never reached) on every request, vs without;
+  * fixed rate, the way the public AI-gateway boards measure light load:
+    oha -q 200 -c 8 with latency correction, added p50 / p99 and CPU
+    seconds per 1,000 requests;
+  * 1,000 paced streams under wrk -c1000 (20 chunks 50 ms apart,
+    include_usage): req/s, errors and RSS idle / peak / after;
+  * a TLS upstream: the mock behind TLS (nginx terminating it), proxied by
+    aigw (rustls) and nginx (OpenSSL): req/s, CPU s/1k, added latency at
+    200 req/s, TLS handshakes per 1,000 requests;
+  * everything on: gateway key, a rate limit, a budget, the cache (every
+    request a miss), analytics and the request log file, vs nginx plain.
 
 --sections picks a subset (e.g. `--sections cache` for the cache figures
 alone).
@@ -134,9 +144,11 @@ class Setup:
         )
         wait_port(self.mock_port)
 
-        self.nginx_port = free_port()
+        self.nginx_port, self.tls_port = free_port(), free_port()
+        self.make_certs()
         conf = (ROOT / "loadtest/nginx.conf.template").read_text()
-        for k, v in {"@WORKERS@": a.workers, "@DIR@": self.dir, "@MOCK_PORT@": self.mock_port, "@PORT@": self.nginx_port}.items():
+        for k, v in {"@WORKERS@": a.workers, "@DIR@": self.dir, "@MOCK_PORT@": self.mock_port, "@PORT@": self.nginx_port,
+                     "@TLS_PORT@": self.tls_port}.items():
             conf = conf.replace(k, str(v))
         (self.dir / "nginx.conf").write_text(conf)
         self.nginx = self.spawn([a.nginx, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], a.gw_cpus, "nginx")
@@ -151,6 +163,9 @@ class Setup:
             f'[providers.mock]\nkind = "mock"\nbase_url = "http://127.0.0.1:{self.mock_port}"\n'
             # the same idle pool as nginx's `keepalive 512`
             "pool_max_idle = 512\n"
+            # the TLS upstream section: the mock behind nginx's TLS
+            f'[providers.mocktls]\nkind = "mock"\nbase_url = "https://localhost:{self.tls_port}"\n'
+            f'tls_ca_file = "{self.dir / "ca.crt"}"\npool_max_idle = 512\n'
         )
         self.aigw = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw.toml")], a.gw_cpus, "aigw")
         wait_port(self.aigw_port)
@@ -166,6 +181,8 @@ class Setup:
         wait_port(self.bare_port)
         if "access" in self.args.sections.split(","):
             self.start_access(admin)
+        if "everything" in self.args.sections.split(","):
+            self.start_everything(admin)
         time.sleep(1.0)
         self.urls = {
             "direct": f"http://127.0.0.1:{self.mock_port}/v1/chat/completions",
@@ -177,10 +194,17 @@ class Setup:
         }
         if hasattr(self, "access_port"):
             self.urls["aigw-access"] = f"http://127.0.0.1:{self.access_port}/mock/v1/chat/completions"
+        if hasattr(self, "all_port"):
+            self.urls["aigw-all"] = f"http://127.0.0.1:{self.all_port}/mock/v1/chat/completions"
+        self.urls["nginx-tls"] = f"http://127.0.0.1:{self.nginx_port}/mock-tls/v1/chat/completions"
+        self.urls["aigw-tls"] = f"http://127.0.0.1:{self.aigw_port}/mocktls/v1/chat/completions"
         self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid,
                      "aigw-no-analytics": self.bare.pid, "aigw-cache": self.aigw.pid}
         if hasattr(self, "access"):
             self.pids["aigw-access"] = self.access.pid
+        if hasattr(self, "all"):
+            self.pids["aigw-all"] = self.all.pid
+        self.pids["nginx-tls"], self.pids["aigw-tls"] = self.nginx.pid, self.aigw.pid
 
     def start_access(self, admin):
         """The same gateway with auth mode "keys" and a per-key limit."""
@@ -200,6 +224,51 @@ class Setup:
                                  self.args.gw_cpus, "aigw-access")
         wait_port(self.access_port)
 
+    def make_certs(self):
+        """A CA and a leaf for localhost (ECDSA P-256, as the big providers
+        serve): rustls, like browsers, refuses a CA certificate as a leaf."""
+        d, ec = self.dir, ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *cmd: subprocess.run(["openssl", *cmd], check=True, capture_output=True)
+        run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=aigw loadtest CA", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+        run("req", *ec, "-subj", "/CN=localhost", "-keyout", str(d / "tls.key"), "-out", str(d / "tls.csr"))
+        (d / "leaf.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        run("x509", "-req", "-in", str(d / "tls.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", str(d / "leaf.ext"), "-out", str(d / "tls.crt"))
+
+    def start_everything(self, admin):
+        """The same gateway with every feature on: keys with a budget, a
+        rate limit, the cache (chat-all.lua makes every request a miss),
+        analytics and the request log written to a file."""
+        keys = self.dir / "keys-all.toml"
+        out = subprocess.run([str(AIGW), "keys", "create", "--file", str(keys), "--name", "everything",
+                              "--daily-usd", "1000000"], capture_output=True, text=True, check=True)
+        self.all_key = out.stdout.strip()
+        self.all_port, all_admin = free_port(), free_port()
+        (self.dir / "aigw-all.toml").write_text(
+            (self.dir / "aigw.toml").read_text()
+            .replace(f"127.0.0.1:{self.aigw_port}", f"127.0.0.1:{self.all_port}")
+            .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{all_admin}")
+            + f'[auth]\nmode = "keys"\nkeys_file = "{keys}"\n'
+            + '[[rate_limits]]\nname = "per-key"\nkey = "key"\nlimit = 1000000000\nwindow = "60s"\n'
+            + '[cache]\ndefault_ttl = "5m"\n'
+            + f'[log]\npath = "{self.dir / "requests.jsonl"}"\n'
+        )
+        self.all = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-all.toml")],
+                              self.args.gw_cpus, "aigw-all")
+        wait_port(self.all_port)
+
+    def tls_accepts(self):
+        """Connections the TLS front accepted so far (each one a handshake)."""
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.tls_port}/status",
+                                    context=self.tls_context()) as r:
+            return int(r.read().decode().split("\n")[2].split()[0])
+
+    def tls_context(self):
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
+        ctx.check_hostname = False
+        return ctx
+
     def stop(self):
         for p in self.procs:
             p.terminate()
@@ -217,12 +286,30 @@ def wrk(setup, name, conns, duration, script="chat.lua"):
         "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
         "-s", str(ROOT / "loadtest" / script), setup.urls[name],
     ]
-    env = dict(os.environ, AIGW_KEY=getattr(setup, "key", ""))
+    key = getattr(setup, "all_key", "") if name == "aigw-all" else getattr(setup, "key", "")
+    env = dict(os.environ, AIGW_KEY=key)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     m = re.search(r"RESULT (.*)", out)
     if not m:
         raise RuntimeError(out)
     return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+CHAT_BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}]}'
+
+
+def oha(setup, name, rate, conns, duration):
+    """Fixed-rate load with latency correction (a late request counts from
+    when it should have been sent)."""
+    cmd = setup.pin(setup.args.client_cpus) + [
+        "oha", "-q", str(rate), "-c", str(conns), "-z", f"{duration}s", "--latency-correction", "--no-tui",
+        "--output-format", "json", "-m", "POST", "-T", "application/json", "-d", CHAT_BODY, setup.urls[name],
+    ]
+    d = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    lat = d["latencyPercentiles"]
+    ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
+    errors = sum(d["errorDistribution"].values()) + sum(v for k, v in d["statusCodeDistribution"].items() if k != "200")
+    return {"p50_us": lat["p50"] * 1e6, "p99_us": lat["p99"] * 1e6, "requests": ok, "errors": errors}
 
 
 def rotated(names, i):
@@ -258,7 +345,12 @@ def main():
     ap.add_argument("--mock-cpus", default="1", help="cores for the mock when --pin")
     ap.add_argument("--client-cpus", default="1", help="cores for wrk / streamload when --pin")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
-    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access",
+    ap.add_argument("--rate", type=int, default=200, help="req/s for the fixed-rate section (oha -q)")
+    ap.add_argument("--rate-conns", type=int, default=8, help="connections for the fixed-rate section (oha -c)")
+    ap.add_argument("--rate-duration", type=int, default=10, help="seconds per fixed-rate run")
+    ap.add_argument("--wrk-streams", type=int, default=1000, help="connections for the wrk stream section")
+    ap.add_argument("--wrk-streams-duration", type=int, default=15)
+    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access,fixed,wrkstreams,tls,everything",
                     help="which measurements to run")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -378,6 +470,90 @@ def main():
                         raise RuntimeError(f"{n}: {r['errors']} errors (is the key accepted?)")
                     access[n].append(r["rps"])
 
+        # --- fixed rate (light load), latency-corrected ---
+        fixed = {}
+        if "fixed" in sections:
+            runs = {n: [] for n in names}
+            for rep in range(args.reps):
+                for n in rotated(names, rep):
+                    before = cpu_seconds(setup.pids[n])
+                    r = oha(setup, n, args.rate, args.rate_conns, args.rate_duration)
+                    r["cpu"] = (cpu_seconds(setup.pids[n]) - before) / max(r["requests"], 1) * 1000
+                    runs[n].append(r)
+            fixed = {n: {k: median([r[k] for r in runs[n]]) for k in ("p50_us", "p99_us", "cpu")} | {
+                "errors": sum(r["errors"] for r in runs[n])} for n in names}
+
+        # --- 1,000 paced streams under wrk ---
+        wrk_streams = {}
+        if "wrkstreams" in sections:
+            runs = {n: [] for n in ("nginx", "aigw")}
+            for rep in range(args.reps):
+                for n in rotated(list(runs), rep):
+                    pid = setup.pids[n]
+                    before_idle = rss_kib(pid)
+                    peak = [0]
+                    stop = threading.Event()
+
+                    def sample(pid=pid):
+                        while not stop.is_set():
+                            peak[0] = max(peak[0], rss_kib(pid))
+                            time.sleep(0.1)
+
+                    t = threading.Thread(target=sample)
+                    t.start()
+                    saved, setup.args.wrk_threads = setup.args.wrk_threads, 2
+                    try:
+                        r = wrk(setup, n, args.wrk_streams, args.wrk_streams_duration, "chat-stream-paced.lua")
+                    finally:
+                        setup.args.wrk_threads = saved
+                    stop.set()
+                    t.join()
+                    time.sleep(3)
+                    after3 = rss_kib(pid)
+                    time.sleep(7)
+                    r.update(idle=before_idle, peak=peak[0], after3=after3, after10=rss_kib(pid))
+                    runs[n].append(r)
+            wrk_streams = {n: {k: median([r[k] for r in runs[n]]) for k in ("rps", "p99_us", "idle", "peak", "after3", "after10")}
+                           | {"errors": sum(r["errors"] for r in runs[n])} for n in runs}
+
+        # --- TLS upstream ---
+        tls = {}
+        if "tls" in sections:
+            pair = ["nginx-tls", "aigw-tls"]
+            sat = {n: [] for n in pair}
+            for rep in range(args.reps):
+                for n in rotated(pair, rep):
+                    before, accepts = cpu_seconds(setup.pids[n]), setup.tls_accepts()
+                    r = wrk(setup, n, args.cpu_conc, args.duration)
+                    r["cpu"] = (cpu_seconds(setup.pids[n]) - before) / max(r["requests"], 1) * 1000
+                    # minus the /status request itself
+                    r["handshakes"] = (setup.tls_accepts() - accepts - 1) / max(r["requests"], 1) * 1000
+                    sat[n].append(r)
+            light = {n: [] for n in ["direct"] + pair}
+            for rep in range(args.reps):
+                for n in rotated(list(light), rep):
+                    light[n].append(oha(setup, n, args.rate, args.rate_conns, args.rate_duration))
+            tls = {n: {k: median([r[k] for r in sat[n]]) for k in ("rps", "cpu", "handshakes")}
+                   | {"errors": sum(r["errors"] for r in sat[n]) + sum(r["errors"] for r in light[n]),
+                      "p50_us": median([r["p50_us"] for r in light[n]]), "p99_us": median([r["p99_us"] for r in light[n]])}
+                   for n in pair}
+            tls["direct"] = {"p50_us": median([r["p50_us"] for r in light["direct"]]),
+                             "p99_us": median([r["p99_us"] for r in light["direct"]])}
+
+        # --- everything on vs nginx plain ---
+        everything = {}
+        if "everything" in sections:
+            runs = {n: [] for n in ("nginx", "aigw-all")}
+            for rep in range(max(args.reps, 3)):
+                for n in rotated(list(runs), rep):
+                    before = cpu_seconds(setup.pids[n])
+                    r = wrk(setup, n, args.cpu_conc, args.duration, "chat-all.lua" if n == "aigw-all" else "chat.lua")
+                    if r["errors"]:
+                        raise RuntimeError(f"{n}: {r['errors']} errors (is the key accepted?)")
+                    r["cpu"] = (cpu_seconds(setup.pids[n]) - before) / max(r["requests"], 1) * 1000
+                    runs[n].append(r)
+            everything = {n: {k: median([r[k] for r in runs[n]]) for k in ("rps", "cpu", "p99_us")} for n in runs}
+
         # --- report ---
         cores = os.cpu_count()
         say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -448,6 +624,51 @@ def main():
                 say(f"| {n} | {s['ttft_p50_us']:.0f} | {s['ttft_p99_us']:.0f} | {s['gap_p50_us']:.0f} | {s['gap_p99_us']:.0f} | "
                     f"{s['ttft_p50_us'] - d['ttft_p50_us']:.0f} / {s['ttft_p99_us'] - d['ttft_p99_us']:.0f} | "
                     f"{s['gap_p50_us'] - d['gap_p50_us']:.0f} / {s['gap_p99_us'] - d['gap_p99_us']:.0f} |")
+            say()
+        if fixed:
+            d = fixed["direct"]
+            say(f"## Fixed rate: oha -q {args.rate} -c {args.rate_conns} -z {args.rate_duration}s --latency-correction "
+                f"(median of {args.reps})")
+            say()
+            say("| | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU s per 1k | errors |")
+            say("|---|---|---|---|---|---|---|")
+            for n in names:
+                f = fixed[n]
+                say(f"| {n} | {f['p50_us']:.0f} | {f['p99_us']:.0f} | {f['p50_us'] - d['p50_us']:.0f} | "
+                    f"{f['p99_us'] - d['p99_us']:.0f} | {f['cpu']:.3f} | {f['errors']} |")
+            say(f"\naigw / nginx: added p99 {(fixed['aigw']['p99_us'] - d['p99_us']) / max(fixed['nginx']['p99_us'] - d['p99_us'], 1):.2f}, "
+                f"CPU per 1k {fixed['aigw']['cpu'] / max(fixed['nginx']['cpu'], 1e-9):.2f}")
+            say()
+        if wrk_streams:
+            say(f"## Paced streams under wrk -t2 -c{args.wrk_streams} -d{args.wrk_streams_duration}s "
+                "(chat-stream-paced.lua: 20 chunks 50 ms apart, include_usage)")
+            say()
+            say("| | req/s | p99 ms | errors | RSS idle MiB | peak MiB | 3 s after MiB | 10 s after MiB |")
+            say("|---|---|---|---|---|---|---|---|")
+            for n, v in wrk_streams.items():
+                say(f"| {n} | {v['rps']:.0f} | {v['p99_us'] / 1000:.0f} | {v['errors']} | {v['idle'] / 1024:.1f} | "
+                    f"{v['peak'] / 1024:.1f} | {v['after3'] / 1024:.1f} | {v['after10'] / 1024:.1f} |")
+            say()
+        if tls:
+            say(f"## TLS upstream (the mock behind nginx's TLS; c={args.cpu_conc} for req/s, oha -q {args.rate} for latency)")
+            say()
+            say("| | req/s | CPU s per 1k | handshakes per 1k | p50 µs | p99 µs | added p50 / p99 µs (vs plain direct) | errors |")
+            say("|---|---|---|---|---|---|---|---|")
+            d = tls["direct"]
+            for n in ("nginx-tls", "aigw-tls"):
+                v = tls[n]
+                say(f"| {n} | {v['rps']:.0f} | {v['cpu']:.3f} | {v['handshakes']:.2f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | "
+                    f"{v['p50_us'] - d['p50_us']:.0f} / {v['p99_us'] - d['p99_us']:.0f} | {v['errors']} |")
+            say(f"\naigw / nginx: throughput {tls['aigw-tls']['rps'] / tls['nginx-tls']['rps']:.2f}, "
+                f"CPU per request {tls['aigw-tls']['cpu'] / max(tls['nginx-tls']['cpu'], 1e-9):.2f}")
+            say()
+        if everything:
+            a, n = everything["aigw-all"], everything["nginx"]
+            say(f"## Everything on (key + budget, rate limit, cache misses, analytics, request log file) vs nginx plain, "
+                f"c={args.cpu_conc}, median of {max(args.reps, 3)}")
+            say()
+            say(f"aigw {a['rps']:.0f} req/s (CPU {a['cpu']:.3f} s/1k, p99 {a['p99_us']:.0f} µs) vs nginx {n['rps']:.0f} "
+                f"(CPU {n['cpu']:.3f} s/1k, p99 {n['p99_us']:.0f} µs): **{a['rps'] / n['rps']:.2f}×**")
             say()
         if capacity:
             say(f"## Concurrent paced streams (20 chunks each, {args.capacity_pace_ms} ms apart) and memory")

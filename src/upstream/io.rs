@@ -120,7 +120,15 @@ pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
     let left = deadline.saturating_duration_since(Instant::now());
     match monoio::time::timeout(left, connector.connect(tls.server_name.clone(), stream)).await {
         Ok(Ok(s)) => Ok(Connection::new(UpstreamIo::Tls(Box::new(s)), fd)),
-        Ok(Err(e)) => Err(GatewayError::UpstreamTls { provider: up.name.clone(), detail: e.to_string() }),
+        Ok(Err(e)) => {
+            // monoio-rustls's own Display is "io error" / "rustls error":
+            // name the cause (a rejected certificate says why).
+            let detail = match e {
+                monoio_rustls::TlsError::Io(e) => e.to_string(),
+                monoio_rustls::TlsError::Rustls(e) => e.to_string(),
+            };
+            Err(GatewayError::UpstreamTls { provider: up.name.clone(), detail })
+        }
         Err(_) => Err(GatewayError::UpstreamTimeout { provider: up.name.clone(), phase: "TLS handshake" }),
     }
 }
