@@ -115,12 +115,13 @@ pub fn is_loaded() -> bool {
 
 /// Loads the tokenizer on this thread and keeps it (tests, benchmarks).
 pub fn load_now() {
-    let mut s = state();
-    if matches!(&*s, State::Ready { pinned: true, .. }) {
+    if matches!(&*state(), State::Ready { pinned: true, .. }) {
         return;
     }
+    // Built outside the lock: estimates on workers keep the byte rule
+    // meanwhile instead of waiting for it.
     match Bpe::o200k() {
-        Ok(bpe) => *s = State::Ready { bpe: Arc::new(bpe), pinned: true },
+        Ok(bpe) => *state() = State::Ready { bpe: Arc::new(bpe), pinned: true },
         Err(e) => log::warn!("cannot load the o200k tokenizer: {e}"),
     }
 }
