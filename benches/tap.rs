@@ -71,6 +71,19 @@ fn usage_extraction(c: &mut Criterion) {
             t.usage()
         })
     });
+    // A whole non-streaming answer: the usage is found by walking the body,
+    // the answer itself (here ~1 KiB of text) is skipped, not parsed.
+    let answer = "The quick brown fox jumps over the lazy dog. ".repeat(24);
+    let body = format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{answer}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":8,"completion_tokens":16,"total_tokens":24,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}},"system_fingerprint":null}}"#
+    );
+    c.bench_function("usage/whole_chat_completion_body", |b| {
+        b.iter(|| {
+            let mut t = UsageTracker::new();
+            t.observe_json(black_box(body.as_bytes()));
+            t.usage()
+        })
+    });
     let plain = OPENAI_EVENT.trim_start_matches("data: ").as_bytes();
     c.bench_function("usage/skip_one_content_event", |b| {
         b.iter(|| {

@@ -116,9 +116,9 @@ impl State {
         }
         for (k, h) in hists {
             for bucket in [&mut *short, &mut *long] {
-                bucket_hist(bucket, &k).add(&h);
+                bucket_hist(bucket, &k).add_samples(&h);
             }
-            self.hists.entry(k).or_default().add(&h);
+            self.hists.entry(k).or_default().add_samples(&h);
         }
         for (k, n) in d.attempts {
             *self.attempts.entry(k).or_default() += n;

@@ -13,6 +13,7 @@ mod collector;
 pub mod exposition;
 pub mod log;
 pub mod recorder;
+mod samples;
 
 use std::{
     net::IpAddr,
@@ -22,6 +23,7 @@ use std::{
 
 pub use collector::{Collector, State};
 use hdrhistogram::Histogram;
+use samples::LatencySamples;
 
 use crate::proxy::ctx::{CacheKey, RequestCtx, Usage};
 
@@ -182,14 +184,25 @@ pub struct Hists {
 
 impl Hists {
     pub fn new() -> Hists {
-        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant, valid histogram bounds");
-        Hists { duration: h(), ttfb: h(), upstream: h() }
+        Hists { duration: Self::histogram(), ttfb: Self::histogram(), upstream: Self::histogram() }
+    }
+
+    /// One empty latency histogram with the bounds above.
+    pub fn histogram() -> Histogram<u32> {
+        Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant, valid histogram bounds")
     }
 
     pub fn add(&mut self, o: &Hists) {
         let _ = self.duration.add(&o.duration);
         let _ = self.ttfb.add(&o.ttfb);
         let _ = self.upstream.add(&o.upstream);
+    }
+
+    /// Adds one worker's samples of a flush period.
+    pub fn add_samples(&mut self, o: &LatencySamples) {
+        o.duration.add_to(&mut self.duration);
+        o.ttfb.add_to(&mut self.ttfb);
+        o.upstream.add_to(&mut self.upstream);
     }
 }
 
@@ -204,7 +217,7 @@ impl Default for Hists {
 pub struct Delta {
     pub worker: usize,
     pub counters: Vec<(SeriesKey, Counters)>,
-    pub hists: Vec<(HistKey, Hists)>,
+    pub hists: Vec<(HistKey, LatencySamples)>,
     /// (provider, outcome) → attempts.
     pub attempts: Vec<((Arc<str>, &'static str), u64)>,
     /// Refusals per rate-limit rule (or budget).

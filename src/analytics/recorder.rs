@@ -10,12 +10,12 @@ use std::{
 
 use crossbeam_channel::TrySendError;
 
-use super::{Analytics, Counters, Delta, HistKey, Hists, Record, SeriesKey};
+use super::{Analytics, Counters, Delta, HistKey, LatencySamples, Record, SeriesKey};
 
 #[derive(Default)]
 struct Local {
     counters: HashMap<SeriesKey, Counters>,
-    hists: HashMap<HistKey, Hists>,
+    hists: HashMap<HistKey, LatencySamples>,
     attempts: HashMap<(Arc<str>, &'static str), u64>,
     ratelimited: HashMap<Arc<str>, u64>,
     unpriced: HashMap<Arc<str>, u64>,
@@ -92,12 +92,12 @@ impl Recorder {
                 *local.unpriced.entry(model.clone()).or_default() += 1;
             }
             let h = local.hists.entry(HistKey { provider: provider.clone(), model }).or_default();
-            h.duration.saturating_record(micros(rec.duration));
+            h.duration.record(micros(rec.duration));
             if let Some(t) = rec.ttfb {
-                h.ttfb.saturating_record(micros(t));
+                h.ttfb.record(micros(t));
             }
             if let Some(t) = rec.upstream {
-                h.upstream.saturating_record(micros(t));
+                h.upstream.record(micros(t));
             }
             if let Some(rule) = &rec.limited_by {
                 *local.ratelimited.entry(rule.clone()).or_default() += 1;
@@ -171,7 +171,7 @@ fn merge_into(delta: &mut Delta, local: Local) {
     }
     for (k, h) in local.hists {
         match delta.hists.iter_mut().find(|(dk, _)| *dk == k) {
-            Some((_, dh)) => dh.add(&h),
+            Some((_, dh)) => dh.absorb(h),
             None => delta.hists.push((k, h)),
         }
     }

@@ -79,6 +79,26 @@ pub fn put_u64(out: &mut BytesMut, n: u64) {
     out.put_slice(&buf[i..]);
 }
 
+/// Appends an IP address as text. IPv4 by hand: `Display` for addresses
+/// supports padding and cost ~1,000 instructions, on every request's
+/// X-Forwarded-For (callgrind).
+pub fn put_ip(out: &mut BytesMut, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b'.');
+                }
+                put_u64(out, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -109,6 +129,24 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ips_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.30.4",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = BytesMut::new();
+            put_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn chunk_framing() {

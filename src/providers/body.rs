@@ -124,7 +124,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 /// Calls `f(key, raw value)` for each top-level member until it returns
 /// false or the object ends; the key is unescaped (an escaped key costs one
 /// decode). None: not a (complete) JSON object.
-fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]) -> bool) -> Option<()> {
+pub(crate) fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]) -> bool) -> Option<()> {
     let mut i = ws(b, 0);
     if *b.get(i)? != b'{' {
         return None;

@@ -3,8 +3,6 @@
 //! the cache) gets. The response head itself is written by
 //! `http::respond::Head`; bodies pass as they are.
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, BytesMut};
 
 use crate::{
@@ -91,7 +89,7 @@ pub fn upstream_request(
         out.put_slice(prev);
         out.put_slice(b", ");
     }
-    let _ = write!(out, "{}", req.peer.ip());
+    write::put_ip(&mut out, req.peer.ip());
     out.put_slice(b"\r\n");
     out.put_slice(&up.injected);
     if let (ProviderKind::Anthropic, false, Some(v)) = (up.kind, has_anthropic_version, &up.default_anthropic_version) {

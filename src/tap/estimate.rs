@@ -153,10 +153,15 @@ pub fn input_tokens(body: &[u8]) -> u64 {
     tokens.max(1)
 }
 
+/// `":"`: where a string value starts. Built once: building a searcher
+/// costs more than searching one stream event.
+static STRING_VALUE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\":\""));
+
 /// Appends every string value (`":"` followed by a string) of `json` to
 /// `into`, until `cap` bytes of text; returns how far into `json` it read.
 fn collect_strings(json: &[u8], into: &mut String, cap: usize) -> usize {
-    let finder = memchr::memmem::Finder::new(b"\":\"");
+    let finder = &*STRING_VALUE;
     let mut at = 0;
     while let Some(i) = finder.find(&json[at..]) {
         let open = at + i + 2;
@@ -184,7 +189,7 @@ fn collect_strings(json: &[u8], into: &mut String, cap: usize) -> usize {
 /// a backslash). `benches/tap.rs` measures it.
 pub fn collect_text(json: &[u8], into: &mut String, cap: usize) {
     const KEYS: [&[u8]; 6] = [b"content", b"text", b"arguments", b"delta", b"partial_json", b"reasoning_content"];
-    let finder = memchr::memmem::Finder::new(b"\":\"");
+    let finder = &*STRING_VALUE;
     let mut at = 0;
     while let Some(i) = finder.find(&json[at..]) {
         let colon = at + i + 1;

@@ -136,3 +136,54 @@ fn numbers_near_the_limit_saturate() {
     );
     assert_eq!(g.usage().map(|u| u.output), Some(max));
 }
+
+fn io(input: u64, output: u64) -> Option<Usage> {
+    Some(Usage { input, output, ..Usage::default() })
+}
+
+#[test]
+fn only_top_level_usage_counts() {
+    // The model's own text may quote a usage object: it is a string there.
+    let quoted = r#"{"choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":999}}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+    assert_eq!(json(quoted), io(3, 4));
+    // A nested object named usage is not the response's usage.
+    assert_eq!(json(r#"{"choices":[{"usage":{"prompt_tokens":9,"completion_tokens":9}}]}"#), None);
+    // Keys inside usage are compared decoded; a `usage` key spelled with
+    // escapes passes no prefilter (no provider writes one), so the request
+    // is estimated instead (never zero).
+    assert_eq!(json(r#"{"usage":{"prompt_\u0074okens":5,"completion_tokens":6}}"#), io(5, 6));
+    assert_eq!(json(r#"{"us\u0061ge":{"prompt_tokens":5,"completion_tokens":6}}"#), None);
+}
+
+#[test]
+fn a_key_named_twice_counts_as_clients_read_it() {
+    // JSON parsers in the SDKs keep the last duplicate: charge what they show.
+    assert_eq!(
+        json(
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":7,"completion_tokens":8}}"#
+        ),
+        io(7, 8)
+    );
+    assert_eq!(json(r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3}}"#), io(2, 3));
+    // A later null does not erase an earlier object: there is none to read.
+    assert_eq!(json(r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":null}"#), None);
+}
+
+#[test]
+fn truncated_or_broken_documents_carry_no_usage() {
+    let whole = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4},"model":"m"}"#;
+    assert_eq!(json(whole), io(3, 4));
+    for cut in 1..whole.len() {
+        assert_eq!(json(&whole[..cut]), None, "cut at {cut}");
+    }
+    assert_eq!(json(r#"{"usage":{"prompt_tokens":3,"completion_tokens":}}"#), None);
+}
+
+#[test]
+fn only_whole_counts_are_counts() {
+    for bad in ["1.5", "-1", "01", "1e3", "\"7\"", "true", "18446744073709551616"] {
+        let body = format!(r#"{{"usage":{{"prompt_tokens":{bad},"completion_tokens":2}}}}"#);
+        assert_eq!(json(&body), io(0, 2), "{bad}");
+    }
+    assert_eq!(json(r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":0}}"#), io(u64::MAX, 0));
+}
