@@ -59,6 +59,12 @@ pub enum GatewayError {
         param: &'static str,
         why: String,
     },
+    /// A guardrail policy found what it blocks in the request (nothing was
+    /// sent upstream). Names the detector, never the matched text.
+    ContentBlocked {
+        policy: String,
+        detector: String,
+    },
     /// A field the target provider's API has no equivalent for: refused
     /// rather than silently dropped.
     UnsupportedField {
@@ -172,6 +178,7 @@ impl GatewayError {
             | GatewayError::InvalidPath { .. }
             | GatewayError::BadRouteUse { .. }
             | GatewayError::InvalidBody { .. }
+            | GatewayError::ContentBlocked { .. }
             | GatewayError::UnsupportedField { .. } => 400,
             GatewayError::ModelNotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
@@ -210,6 +217,7 @@ impl GatewayError {
             | GatewayError::BadRouteUse { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::InvalidBody { .. }
+            | GatewayError::ContentBlocked { .. }
             | GatewayError::UnsupportedField { .. }
             | GatewayError::InvalidHeader { .. }
             | GatewayError::InvalidPath { .. }
@@ -258,6 +266,7 @@ impl GatewayError {
             | GatewayError::BadRouteUse { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::InvalidBody { .. }
+            | GatewayError::ContentBlocked { .. }
             | GatewayError::UnsupportedField { .. }
             | GatewayError::InvalidHeader { .. }
             | GatewayError::InvalidPath { .. }
@@ -300,6 +309,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::InvalidBody { .. } => "invalid_request_body",
+            GatewayError::ContentBlocked { .. } => "content_blocked",
             GatewayError::UnsupportedField { .. } => "unsupported_parameter",
             GatewayError::Unauthorized(crate::auth::AuthError::Missing) => "missing_api_key",
             GatewayError::Unauthorized(crate::auth::AuthError::Expired) => "expired_api_key",
@@ -346,6 +356,9 @@ impl GatewayError {
                 format!("model `{model}` is neither a route nor \"provider/model\" with a configured provider")
             }
             GatewayError::InvalidBody { param, why } => format!("invalid `{param}`: {why}"),
+            GatewayError::ContentBlocked { policy, detector } => {
+                format!("blocked by guardrail policy \"{policy}\": the request contains {detector}")
+            }
             GatewayError::UnsupportedField { field, provider_kind } => {
                 format!("`{field}` is not supported when the target is a {provider_kind} provider")
             }
@@ -417,6 +430,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::InvalidBody { .. }
+            | GatewayError::ContentBlocked { .. }
             | GatewayError::UnsupportedField { .. }
             | GatewayError::Unauthorized(_)
             | GatewayError::Forbidden(_)
@@ -446,6 +460,7 @@ impl GatewayError {
     pub fn body(&self) -> String {
         let param = match self {
             GatewayError::InvalidBody { param, .. } => Some(*param),
+            GatewayError::ContentBlocked { policy, .. } => Some(policy.as_str()),
             GatewayError::UnsupportedField { field, .. } => Some(field.as_str()),
             GatewayError::ModelNotFound { .. } => Some("model"),
             _ => None,

@@ -115,6 +115,10 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         keys,
         limiter,
         router,
+        guardrails: Arc::new(
+            crate::guardrails::Guardrails::new(&config.guardrails, &config.server.guardrails)
+                .map_err(StartError::Provider)?,
+        ),
     }));
     let workers = config.server.workers.resolve();
     let tls = match &config.server.tls {

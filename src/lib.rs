@@ -46,6 +46,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod guardrails;
 pub mod http;
 pub mod mock;
 pub mod pricing;

@@ -45,6 +45,9 @@ pub struct State {
     pub long: VecDeque<Bucket>,
     pub attempts: HashMap<(Arc<str>, &'static str), u64>,
     pub ratelimited: HashMap<Arc<str>, u64>,
+    /// Guardrail findings (bounded: policies and detectors come from the
+    /// config, actions and directions are fixed words).
+    pub guardrails: HashMap<super::GuardKey, u64>,
     /// Requests a budget let through unpriced, per model label.
     pub unpriced: HashMap<Arc<str>, u64>,
     pub records_dropped: u64,
@@ -64,6 +67,7 @@ impl State {
             long: VecDeque::new(),
             attempts: HashMap::new(),
             ratelimited: HashMap::new(),
+            guardrails: HashMap::new(),
             unpriced: HashMap::new(),
             records_dropped: 0,
             open: HashMap::new(),
@@ -122,6 +126,9 @@ impl State {
         }
         for (k, n) in d.attempts {
             *self.attempts.entry(k).or_default() += n;
+        }
+        for (k, n) in d.guardrails {
+            *self.guardrails.entry(k).or_default() += n;
         }
         for (k, n) in d.ratelimited {
             *self.ratelimited.entry(k).or_default() += n;

@@ -160,6 +160,18 @@ pub fn metrics(s: &State, log_total: u64, cache: &CacheGauges) -> String {
     for (rule, n) in limited {
         let _ = writeln!(out, "aigw_ratelimited_total{{rule=\"{}\"}} {n}", esc(rule));
     }
+    out.push_str("# HELP aigw_guardrail_actions_total Guardrail findings, by policy, detector, action and side.\n");
+    out.push_str("# TYPE aigw_guardrail_actions_total counter\n");
+    let mut guarded: Vec<_> = s.guardrails.iter().collect();
+    guarded.sort();
+    for ((policy, detector, action, direction), n) in guarded {
+        let _ = writeln!(
+            out,
+            "aigw_guardrail_actions_total{{policy=\"{}\",detector=\"{}\",action=\"{action}\",direction=\"{direction}\"}} {n}",
+            esc(policy),
+            esc(detector)
+        );
+    }
     out.push_str(
         "# HELP aigw_unpriced_requests_total Requests a budget let through although their model has no price.\n",
     );
@@ -332,11 +344,26 @@ pub fn stats(s: &State, cache: &CacheGauges, targets: serde_json::Value) -> Stri
             "redis_errors": cache.redis_errors,
         },
         "targets": targets,
+        "guardrails": guardrail_rows(s),
         "last_1m": window(&s.short, super::collector::SHORT, 6),
         "last_1h": window(&s.long, super::collector::LONG, 60),
         "since_start": rows(&s.totals, &s.hists),
     })
     .to_string()
+}
+
+/// `/admin/stats` `guardrails`: findings since start, sorted.
+fn guardrail_rows(s: &State) -> serde_json::Value {
+    let mut g: Vec<_> = s.guardrails.iter().collect();
+    g.sort();
+    g.into_iter()
+        .map(|((policy, detector, action, direction), n)| {
+            serde_json::json!({
+                "policy": &**policy, "detector": &**detector, "action": action,
+                "direction": direction, "count": n,
+            })
+        })
+        .collect()
 }
 
 /// The most recent records, newest first, filtered by exact matches.

@@ -76,6 +76,13 @@ impl Record {
             "request_id": self.request_id,
             "client_key_id": self.client_key_id.as_deref(),
             "limited_by": self.limited_by.as_deref(),
+            "guardrails": self.guardrails.iter().map(|e| serde_json::json!({
+                "policy": &*e.policy,
+                "detector": &*e.detector,
+                "action": e.action.as_str(),
+                "direction": e.direction.as_str(),
+                "count": e.count,
+            })).collect::<Vec<_>>(),
             "client_ip": self.client_ip.to_string(),
             "method": self.method,
             "path": self.path,

@@ -53,6 +53,9 @@ pub struct Record {
     pub client_key_id: Option<Arc<str>>,
     /// The rate limit or budget that refused the request.
     pub limited_by: Option<Arc<str>>,
+    /// Guardrail findings: per policy, detector, action and side, a count
+    /// (never the text).
+    pub guardrails: Vec<crate::guardrails::Event>,
     /// A budget let the request through although its model has no price.
     pub unpriced: bool,
     /// Providers of attempts that failed before the one relayed (retries
@@ -101,6 +104,7 @@ impl Record {
             saved_cost_usd: ctx.cache.saved_cost_usd,
             client_key_id: ctx.identity.key.as_ref().map(|k| k.id.clone()),
             limited_by: std::mem::take(&mut ctx.admission.limited_by),
+            guardrails: std::mem::take(&mut ctx.guard.events),
             unpriced: ctx.unpriced,
             failed_attempts: std::mem::take(&mut ctx.attempts.failed),
             attempts: ctx.attempts.made,
@@ -212,6 +216,10 @@ impl Default for Hists {
     }
 }
 
+/// `aigw_guardrail_actions_total` labels: policy, detector, action,
+/// direction.
+pub type GuardKey = (Arc<str>, Arc<str>, &'static str, &'static str);
+
 /// One worker's aggregates since its previous flush.
 #[derive(Debug, Default)]
 pub struct Delta {
@@ -222,6 +230,8 @@ pub struct Delta {
     pub attempts: Vec<((Arc<str>, &'static str), u64)>,
     /// Refusals per rate-limit rule (or budget).
     pub ratelimited: Vec<(Arc<str>, u64)>,
+    /// Guardrail findings per (policy, detector, action, direction).
+    pub guardrails: Vec<(GuardKey, u64)>,
     /// Requests a budget let through unpriced, per model label.
     pub unpriced: Vec<(Arc<str>, u64)>,
     pub records_dropped: u64,

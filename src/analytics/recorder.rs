@@ -18,6 +18,7 @@ struct Local {
     hists: HashMap<HistKey, LatencySamples>,
     attempts: HashMap<(Arc<str>, &'static str), u64>,
     ratelimited: HashMap<Arc<str>, u64>,
+    guardrails: HashMap<super::GuardKey, u64>,
     unpriced: HashMap<Arc<str>, u64>,
     records_dropped: u64,
 }
@@ -99,6 +100,10 @@ impl Recorder {
             if let Some(t) = rec.upstream {
                 h.upstream.record(micros(t));
             }
+            for e in &rec.guardrails {
+                let key = (e.policy.clone(), e.detector.clone(), e.action.as_str(), e.direction.as_str());
+                *local.guardrails.entry(key).or_default() += u64::from(e.count);
+            }
             if let Some(rule) = &rec.limited_by {
                 *local.ratelimited.entry(rule.clone()).or_default() += 1;
             }
@@ -177,6 +182,7 @@ fn merge_into(delta: &mut Delta, local: Local) {
     }
     add_counts(&mut delta.attempts, local.attempts);
     add_counts(&mut delta.ratelimited, local.ratelimited);
+    add_counts(&mut delta.guardrails, local.guardrails);
     add_counts(&mut delta.unpriced, local.unpriced);
     delta.records_dropped += local.records_dropped;
 }

@@ -5,6 +5,7 @@
 mod access;
 mod cache;
 pub mod duration;
+pub mod guardrails;
 mod raw;
 pub mod routes;
 pub mod url;
@@ -13,6 +14,7 @@ use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration
 
 pub use access::{AuthConfig, AuthMode, Cidr, LeaseConfig, LimitKey, LimitStore, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
+pub use guardrails::{Action, Policy};
 use raw::{
     RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawPinning, RawProvider, RawRateLimit, RawRoute,
     RawServer, RawWorkers,
@@ -36,6 +38,8 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitRule>,
     pub limit_store: LimitStore,
     pub routes: Vec<Route>,
+    /// `[guardrails.NAME]` policies, in name order.
+    pub guardrails: Vec<Policy>,
 }
 
 /// `[log]`: the request log file.
@@ -70,6 +74,8 @@ pub struct Server {
     /// TLS on the data listener: certificate chain and key (PEM), reloaded
     /// when the files change.
     pub tls: Option<TlsFiles>,
+    /// Guardrail policies every request gets.
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +228,8 @@ pub struct Provider {
     pub failure_threshold: u32,
     /// How long an ejected provider is skipped before a probe.
     pub cooldown: Duration,
+    /// Guardrail policies for requests to this provider.
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -303,6 +311,7 @@ impl Config {
         let mut raw_rules = Vec::new();
         let mut raw_store = None;
         let mut raw_routes = Vec::new();
+        let mut raw_policies = Vec::new();
         let mut pricing = std::collections::BTreeMap::new();
         let mut providers = Vec::new();
         for (key, value) in table {
@@ -321,6 +330,17 @@ impl Config {
                         }
                     }
                     _ => errors.push("routes", "must be a table of [routes.NAME] sections"),
+                },
+                "guardrails" => match value {
+                    toml::Value::Table(t) => {
+                        for (name, v) in t {
+                            let path = format!("guardrails.{name}");
+                            if let Some(p) = section::<guardrails::RawPolicy>(&mut errors, &path, v) {
+                                raw_policies.push((name, p));
+                            }
+                        }
+                    }
+                    _ => errors.push("guardrails", "must be a table of [guardrails.NAME] sections"),
                 },
                 "rate_limits" => match value {
                     toml::Value::Array(items) => {
@@ -391,10 +411,35 @@ impl Config {
             .into_iter()
             .filter_map(|(name, raw)| routes::validate(&mut errors, name, raw, &providers))
             .collect();
+        let guardrails: Vec<Policy> =
+            raw_policies.into_iter().filter_map(|(name, raw)| guardrails::validate(&mut errors, name, raw)).collect();
+        if let Some(s) = &server {
+            guardrails::check_names(&mut errors, "server.guardrails", &s.guardrails, &guardrails);
+        }
+        for p in &providers {
+            guardrails::check_names(
+                &mut errors,
+                &format!("providers.{}.guardrails", p.name),
+                &p.guardrails,
+                &guardrails,
+            );
+        }
+        for r in &routes {
+            guardrails::check_names(&mut errors, &format!("routes.{}.guardrails", r.name), &r.guardrails, &guardrails);
+        }
         match (server, errors.0.is_empty()) {
-            (Some(server), true) => {
-                Ok(Config { server, providers, log, pricing, cache, auth, rate_limits, limit_store, routes })
-            }
+            (Some(server), true) => Ok(Config {
+                server,
+                providers,
+                log,
+                pricing,
+                cache,
+                auth,
+                rate_limits,
+                limit_store,
+                routes,
+                guardrails,
+            }),
             _ => Err(ConfigErrors(errors.0)),
         }
     }
@@ -519,6 +564,7 @@ fn validate_server(errors: &mut Errors, raw: RawServer) -> Option<Server> {
         },
         limits,
         timeouts,
+        guardrails: raw.guardrails,
     };
     (errors.0.len() == before).then_some(server)
 }
@@ -623,6 +669,7 @@ fn validate_provider(errors: &mut Errors, name: String, raw: RawProvider) -> Opt
         models: raw.models,
         failure_threshold: raw.failure_threshold.unwrap_or(5),
         cooldown: raw.cooldown.unwrap_or(Duration::from_secs(30)),
+        guardrails: raw.guardrails,
         name,
     };
     (errors.0.len() == before).then_some(provider)

@@ -30,6 +30,8 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub guardrails: Vec<String>,
 }
 
 /// `pin_workers = "auto"`, `true` or `false`.
@@ -106,6 +108,8 @@ pub struct RawProvider {
     pub failure_threshold: Option<u32>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub cooldown: Option<Duration>,
+    #[serde(default)]
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +209,8 @@ pub struct RawRoute {
     pub max_attempts: Option<u32>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub cache_ttl: Option<Duration>,
+    #[serde(default)]
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

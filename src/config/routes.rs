@@ -21,6 +21,8 @@ pub struct Route {
     /// Every target speaks this API: the route is also a pass-through
     /// prefix `/{route}/{rest}`.
     pub kind: Option<ProviderKind>,
+    /// Guardrail policies for requests through this route.
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,7 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawRoute, provide
         max_attempts,
         cache_ttl: raw.cache_ttl,
         kind,
+        guardrails: raw.guardrails,
     })
 }
 

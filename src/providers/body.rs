@@ -68,7 +68,7 @@ pub fn scan(body: &[u8]) -> Result<RequestInfo, &'static str> {
     }
 }
 
-fn ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
         i += 1;
     }
@@ -76,7 +76,7 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Index just past the string starting at `i` (which is a quote).
-fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+pub(crate) fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
         let j = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
@@ -88,7 +88,7 @@ fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// Index just past the value starting at `i`.
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+pub(crate) fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => skip_string(b, i),
         b'{' | b'[' => {

@@ -51,12 +51,15 @@ pub async fn phase(
     io: &mut ClientIo,
 ) -> Result<Step, GatewayError> {
     let cache = &w.shared.cache;
+    // Keyed on what the model is asked: two requests that differ only in
+    // a redacted value are one request to it.
+    let body = ctx.guard.body_or(&req.body);
     let plan = cache.plan(&PlanInput {
         head: &req.head,
         provider: target.label,
         provider_ttl: l.provider_ttl,
         path: l.path,
-        body: &req.body,
+        body: &body,
         stripped: l.stripped,
         key_id: ctx.identity.key.as_ref().map(|k| &*k.id),
     })?;

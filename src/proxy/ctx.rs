@@ -58,6 +58,8 @@ pub struct RequestCtx<'a> {
     pub unpriced: bool,
     /// Phases 6 and 7: the `x-aigw-*` request controls, then the cache.
     pub controls: Controls,
+    /// Phase 4, guard (request).
+    pub guard: GuardCtx,
     pub cache: CacheCtx,
     /// Phase 8, attempts.
     pub attempts: Attempts,
@@ -84,6 +86,24 @@ pub struct Admitted {
     pub headers: Vec<u8>,
     /// The rate limit or budget that refused the request.
     pub limited_by: Option<Arc<str>>,
+}
+
+/// What the request-side guardrails did.
+#[derive(Default)]
+pub struct GuardCtx {
+    /// The body with findings redacted; None: the client's, unchanged.
+    /// Everything after the guard phase (cache key, upstream, log capture)
+    /// uses this one.
+    pub body: Option<Bytes>,
+    /// Findings per policy and detector, for the record and the metric.
+    pub events: Vec<crate::guardrails::Event>,
+}
+
+impl GuardCtx {
+    /// The body as the provider gets it.
+    pub fn body_or(&self, client: &Bytes) -> Bytes {
+        self.body.clone().unwrap_or_else(|| client.clone())
+    }
 }
 
 /// The cache's part in the request.
@@ -160,6 +180,7 @@ impl<'a> RequestCtx<'a> {
             admission: Admitted::default(),
             unpriced: false,
             controls: Controls::default(),
+            guard: GuardCtx::default(),
             cache: CacheCtx::default(),
             attempts: Attempts::default(),
             response: Response::default(),

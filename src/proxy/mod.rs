@@ -43,6 +43,7 @@ pub struct SharedParts {
     pub keys: Option<Arc<Keys>>,
     pub limiter: Arc<Limiter>,
     pub router: Arc<crate::routing::Router>,
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
 }
 
 /// What every worker shares, read-only.
@@ -57,13 +58,14 @@ pub struct Shared {
     pub keys: Option<Arc<Keys>>,
     pub limiter: Arc<Limiter>,
     pub router: Arc<crate::routing::Router>,
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
 }
 
 impl Shared {
     pub fn new(parts: SharedParts) -> Self {
-        let SharedParts { upstreams, prices, capture, cache, keys, limiter, router } = parts;
+        let SharedParts { upstreams, prices, capture, cache, keys, limiter, router, guardrails } = parts;
         let by_name = upstreams.iter().map(|u| (u.name.clone(), u.index)).collect();
-        Self { upstreams, by_name, prices, capture, cache, keys, limiter, router }
+        Self { upstreams, by_name, prices, capture, cache, keys, limiter, router, guardrails }
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {

@@ -18,6 +18,8 @@ use crate::{
 /// What the outgoing requests of one client request share.
 pub struct Builder<'r> {
     req: &'r Request,
+    /// The body as the provider gets it (guardrails may have redacted it).
+    body: Bytes,
     /// Path and query of untranslated requests.
     path: &'r [u8],
     stream: bool,
@@ -35,6 +37,7 @@ impl<'r> Builder<'r> {
     pub fn new(w: &Worker, req: &'r Request, ctx: &RequestCtx<'r>, path: &'r [u8]) -> Self {
         Builder {
             req,
+            body: ctx.guard.body_or(&req.body),
             path,
             stream: ctx.facts.stream,
             counts_tokens: w.counts_tokens(ctx),
@@ -58,8 +61,8 @@ impl<'r> Builder<'r> {
         let (body, rest, strip): (Bytes, Cow<'_, [u8]>, bool) = match c.translation {
             Translation::None => {
                 let mut body = match &c.model {
-                    Some(m) => with_model(&self.req.body, m),
-                    None => self.req.body.clone(),
+                    Some(m) => with_model(&self.body, m),
+                    None => self.body.clone(),
                 };
                 let strip = self.adds_usage(c);
                 if strip && let Some(b) = openai::with_include_usage(&body) {
@@ -68,7 +71,7 @@ impl<'r> Builder<'r> {
                 (body, Cow::Borrowed(self.path), strip)
             }
             other => {
-                let (body, rest) = translate::request(other, &self.req.body, c.model.as_deref(), self.stream)?;
+                let (body, rest) = translate::request(other, &self.body, c.model.as_deref(), self.stream)?;
                 (body, Cow::Owned(rest), false)
             }
         };

@@ -77,9 +77,17 @@ async fn run<'a>(
         return Ok(models::answer(w, ctx, io).await);
     }
     let first = target.candidates.first().ok_or_else(|| GatewayError::NoSuchRoute { name: target.label.into() })?;
-    routing_facts(w, req, ctx, &target, scanned);
+    routing_facts(ctx, &target, scanned);
     check_model(ctx.facts.model.as_deref())?;
-    guard::request(w, req, ctx)?;
+    guard::request(w, req, ctx, &target)?;
+    // The body as the provider gets it, from here on (guardrails may have
+    // redacted it).
+    let sent = ctx.guard.body_or(&req.body);
+    // Captured after the guard: the log keeps what the provider was sent,
+    // never what a guardrail took out.
+    if let Some(max) = w.shared.capture {
+        ctx.response.request_body = Some(String::from_utf8_lossy(&sent[..sent.len().min(max)]).into_owned());
+    }
     access::admit(w, req, ctx, &target).await?;
     ctx.controls = controls::read(req)?;
 
@@ -97,7 +105,7 @@ async fn run<'a>(
     };
 
     let order = match &target.route {
-        Some(route) => w.shared.router.order(route, body::prompt_prefix(&req.body, 2048), crate::util::now_unix_ms()),
+        Some(route) => w.shared.router.order(route, body::prompt_prefix(&sent, 2048), crate::util::now_unix_ms()),
         None => Vec::new(),
     };
     let plan = Plan {
@@ -124,11 +132,11 @@ async fn run<'a>(
             Translation::None => String::new(),
             _ => chosen.model.as_ref().or(ctx.facts.model.as_ref()).cloned().unwrap_or_default(),
         },
-        json_mode: chosen.translation == Translation::Anthropic && body::json_output(&req.body),
+        json_mode: chosen.translation == Translation::Anthropic && body::json_output(&sent),
         deadline,
         fill,
         routed: routed_lines(&target, chosen.up, attempted.attempts),
-        prompt: req.body.clone(),
+        prompt: sent.clone(),
         format: StreamFormat::of(chosen.up.kind, target.upstream_path()),
         start: attempted.start,
     };
@@ -142,13 +150,7 @@ async fn run<'a>(
 /// Phase 2's second half, once the target is known: the facts limits,
 /// budgets and the record use. Gemini's native API names the model in the
 /// path, not the body.
-fn routing_facts<'a>(
-    w: &Worker,
-    req: &Request,
-    ctx: &mut RequestCtx<'a>,
-    target: &Resolved<'a>,
-    scanned: body::RequestInfo,
-) {
+fn routing_facts<'a>(ctx: &mut RequestCtx<'a>, target: &Resolved<'a>, scanned: body::RequestInfo) {
     // `resolve` gives a single-provider target exactly one candidate.
     let Some(first) = target.candidates.first() else { return };
     let single_gemini = target.route.is_none()
@@ -158,9 +160,6 @@ fn routing_facts<'a>(
     ctx.label = Some(target.label);
     ctx.provider = Some(first.up.label.clone());
     ctx.model = first.model.clone().or_else(|| ctx.facts.model.clone());
-    if let Some(max) = w.shared.capture {
-        ctx.response.request_body = Some(String::from_utf8_lossy(&req.body[..req.body.len().min(max)]).into_owned());
-    }
 }
 
 /// Refuses model names longer than any real one: they would become

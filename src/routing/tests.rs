@@ -11,6 +11,7 @@ fn route(strategy: Strategy, weights: &[u32]) -> Route {
         max_attempts: 3,
         cache_ttl: None,
         kind: Some(ProviderKind::OpenAi),
+        guardrails: Vec::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Upstream {
     pub retry_unanswered: bool,
     /// `models`, for `GET /v1/models`.
     pub models: Vec<String>,
+    /// `guardrails`: policies for requests to this provider.
+    pub guardrails: Vec<String>,
     addrs: RwLock<Arc<[SocketAddr]>>,
 }
 
@@ -117,6 +119,7 @@ impl Upstream {
             max_attempts: p.max_attempts,
             retry_unanswered: p.retry_unanswered,
             models: p.models.clone(),
+            guardrails: p.guardrails.clone(),
             addrs: RwLock::new(addrs),
             url,
         })

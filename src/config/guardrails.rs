@@ -1,0 +1,163 @@
+//! `[guardrails.NAME]`: named policies (detectors and what to do with a
+//! finding on each side), attached by name to the server, providers and
+//! routes (`guardrails = [...]`).
+
+use serde::Deserialize;
+
+use super::Errors;
+use crate::guardrails::detect::{Builtin, Detector};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    #[serde(default)]
+    pub patterns: Vec<RawPattern>,
+    #[serde(default)]
+    pub words: Vec<String>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    pub name: String,
+    pub regex: String,
+}
+
+/// What a policy does with a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Off,
+    /// Nothing changes; the finding is counted and logged.
+    Flag,
+    /// Each finding is replaced by its marker (`[EMAIL]`).
+    Redact,
+    /// Request side: 400 `content_blocked`, nothing sent upstream.
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Off => "off",
+            Action::Flag => "flag",
+            Action::Redact => "redact",
+            Action::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: String,
+    pub detectors: Vec<Builtin>,
+    /// (name, regex), in file order.
+    pub patterns: Vec<(String, String)>,
+    pub words: Vec<String>,
+    pub request: Action,
+    pub response: Action,
+}
+
+/// Custom patterns and words a policy may hold, and how long each may be:
+/// they are compiled into one automaton per policy.
+const MAX_PATTERNS: usize = 64;
+const MAX_WORDS: usize = 1024;
+const MAX_LEN: usize = 1024;
+
+pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Option<Policy> {
+    let before = errors.0.len();
+    let at = |k: &str| format!("guardrails.{name}.{k}");
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+        errors.push(format!("guardrails.{name}"), "name may hold only letters, digits, '-' and '_'");
+    }
+    let mut detectors = Vec::new();
+    for d in &raw.detectors {
+        match Builtin::parse(d) {
+            Some(b) if !detectors.contains(&b) => detectors.push(b),
+            Some(_) => {}
+            None if d == "prompt_injection" => errors.push(
+                at("detectors"),
+                "\"prompt_injection\" is not built yet; the built-in detectors are email, phone, credit_card, \
+                 iban, us_ssn, ip_address and secret",
+            ),
+            None => errors.push(
+                at("detectors"),
+                format!(
+                    "unknown detector \"{d}\"; one of: {}",
+                    Builtin::ALL.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+        }
+    }
+    if raw.patterns.len() > MAX_PATTERNS {
+        errors.push(at("patterns"), format!("at most {MAX_PATTERNS} patterns"));
+    }
+    let mut patterns = Vec::new();
+    for p in raw.patterns {
+        let ok_name = !p.name.is_empty()
+            && p.name.len() <= 64
+            && p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && Builtin::parse(&p.name).is_none();
+        if !ok_name {
+            errors.push(
+                at("patterns"),
+                format!("pattern name \"{}\": letters, digits and '_', not a built-in's", p.name),
+            );
+        }
+        if p.regex.len() > MAX_LEN {
+            errors.push(at("patterns"), format!("pattern \"{}\" is longer than {MAX_LEN} bytes", p.name));
+        }
+        patterns.push((p.name, p.regex));
+    }
+    if raw.words.len() > MAX_WORDS || raw.words.iter().any(|w| w.trim().is_empty() || w.len() > MAX_LEN) {
+        errors.push(at("words"), format!("at most {MAX_WORDS} words, none empty or over {MAX_LEN} bytes"));
+    }
+    if detectors.is_empty() && patterns.is_empty() && raw.words.is_empty() {
+        errors.push(format!("guardrails.{name}"), "a policy needs detectors, patterns or words");
+    }
+    let action = |errors: &mut Errors, key: &str, v: Option<&str>, default: Action| match v {
+        None => Some(default),
+        Some("off") => Some(Action::Off),
+        Some("flag") => Some(Action::Flag),
+        Some("redact") => Some(Action::Redact),
+        Some("block") => Some(Action::Block),
+        Some("pseudonymize") => {
+            errors.push(at(key), "\"pseudonymize\" is not built yet: use redact, block, flag or off");
+            None
+        }
+        Some(other) => {
+            errors.push(at(key), format!("\"{other}\": one of redact, block, flag, off"));
+            None
+        }
+    };
+    let request = action(errors, "request", raw.request.as_deref(), Action::Redact);
+    let response = action(errors, "response", raw.response.as_deref(), Action::Off);
+    if response.is_some_and(|a| a != Action::Off) {
+        errors.push(at("response"), "response-side guardrails are not built yet: only \"off\"");
+    }
+    if errors.0.len() == before
+        && let Err(e) = Detector::new(&detectors, &patterns, &raw.words)
+    {
+        errors.push(at("patterns"), format!("does not compile: {e}"));
+    }
+    (errors.0.len() == before).then(|| Policy {
+        name,
+        detectors,
+        patterns,
+        words: raw.words,
+        request: request.unwrap_or(Action::Off),
+        response: response.unwrap_or(Action::Off),
+    })
+}
+
+/// Checks that every name in an attachment list is a policy.
+pub(super) fn check_names(errors: &mut Errors, at: &str, names: &[String], policies: &[Policy]) {
+    for n in names {
+        if !policies.iter().any(|p| &p.name == n) {
+            errors.push(at, format!("no [guardrails.{n}] policy"));
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Guardrails: named policies that look for personal data, secrets and
+//! listed words in what a model reads, and redact, block or flag what they
+//! find (`[guardrails.NAME]` in the config).
+//!
+//! - `detect.rs` — the detectors, compiled per policy into one RegexSet;
+//! - `json.rs`   — the strings of a body a model reads, and their rewrite.
+//!
+//! Request side only for now: the response side (streams with a hold-back
+//! of a few words), pseudonymization and the injection and moderation
+//! checks come next; the config refuses them rather than ignore them.
+
+pub mod detect;
+pub mod json;
+
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
+
+use self::detect::{Detector, Finding};
+use crate::config::{self, Action};
+
+/// Which way the text was going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+/// Findings of one detector of one policy on one side of a request: what
+/// the log record and the metric carry (never the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub policy: Arc<str>,
+    pub detector: Arc<str>,
+    pub action: Action,
+    pub direction: Direction,
+    pub count: u32,
+}
+
+struct Policy {
+    name: Arc<str>,
+    detector: Detector,
+    /// Detector names as the events carry them, by kind index.
+    names: Vec<Arc<str>>,
+    request: Action,
+}
+
+/// Every policy, compiled once at start.
+pub struct Guardrails {
+    policies: Vec<Policy>,
+    by_name: HashMap<String, usize>,
+    /// `[server] guardrails`: applied to every request.
+    server: Vec<usize>,
+}
+
+/// What the request-side policies decided.
+#[derive(Debug)]
+pub enum Verdict<'b> {
+    /// Forward this body: the original bytes, or with findings redacted.
+    Pass { body: Cow<'b, [u8]>, events: Vec<Event> },
+    /// Refuse the request: a block policy found something.
+    Block { policy: Arc<str>, detector: Arc<str>, events: Vec<Event> },
+    /// The body starts as a JSON object but is not one: it cannot be read,
+    /// so it is not forwarded unread.
+    Unreadable,
+}
+
+impl Guardrails {
+    /// Compiles the validated policies (validation compiled them once
+    /// already, so this does not fail).
+    pub fn new(policies: &[config::Policy], server: &[String]) -> Result<Guardrails, String> {
+        let mut compiled = Vec::with_capacity(policies.len());
+        for p in policies {
+            let detector = Detector::new(&p.detectors, &p.patterns, &p.words)
+                .map_err(|e| format!("guardrails.{}: {e}", p.name))?;
+            let names = detector.kinds.iter().map(|k| Arc::from(k.name())).collect();
+            compiled.push(Policy { name: Arc::from(p.name.as_str()), detector, names, request: p.request });
+        }
+        let by_name: HashMap<String, usize> = policies.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
+        let server = server.iter().filter_map(|n| by_name.get(n).copied()).collect();
+        Ok(Guardrails { policies: compiled, by_name, server })
+    }
+
+    /// No policy is configured: the guard phase costs one branch.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn none() -> Guardrails {
+        Guardrails { policies: Vec::new(), by_name: HashMap::new(), server: Vec::new() }
+    }
+
+    /// The policies for one request: the server's, then those of each list
+    /// given (provider, route, key), each once, in that order.
+    pub fn select<'n>(&self, lists: impl IntoIterator<Item = &'n [String]>) -> Vec<usize> {
+        let mut out = self.server.clone();
+        for name in lists.into_iter().flatten() {
+            if let Some(&i) = self.by_name.get(name)
+                && !out.contains(&i)
+            {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Runs the request-side policies over a request body, in order; a
+    /// later policy reads what an earlier one redacted.
+    pub fn check_request<'b>(&self, selected: &[usize], body: &'b [u8]) -> Verdict<'b> {
+        let mut body = Cow::Borrowed(body);
+        let mut events = Vec::new();
+        let active = selected.iter().map(|&i| &self.policies[i]).filter(|p| p.request != Action::Off);
+        let mut findings = Vec::new();
+        for p in active {
+            // Only JSON objects carry text the gateway knows how to read;
+            // anything else (an empty GET body) has none.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                break;
+            }
+            let Some(spans) = json::text_spans(&body, json::REQUEST_ROOTS) else { return Verdict::Unreadable };
+            let mut counts: Vec<u32> = vec![0; p.names.len()];
+            let mut changes = Vec::new();
+            for span in spans {
+                let text = json::unescape(&body[span.start + 1..span.end - 1]);
+                p.detector.find(&text, &mut findings);
+                if findings.is_empty() {
+                    continue;
+                }
+                for f in &findings {
+                    counts[f.kind] += 1;
+                }
+                if p.request == Action::Redact {
+                    changes.push((span, redact(&text, &findings, &p.detector)));
+                }
+            }
+            let first = counts.iter().position(|&n| n > 0);
+            for (kind, &count) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                events.push(Event {
+                    policy: p.name.clone(),
+                    detector: p.names[kind].clone(),
+                    action: p.request,
+                    direction: Direction::Request,
+                    count,
+                });
+            }
+            if let (Action::Block, Some(kind)) = (p.request, first) {
+                return Verdict::Block { policy: p.name.clone(), detector: p.names[kind].clone(), events };
+            }
+            if !changes.is_empty() {
+                body = Cow::Owned(json::rewrite(&body, &changes));
+            }
+        }
+        Verdict::Pass { body, events }
+    }
+}
+
+/// `text` with each finding replaced by its detector's marker.
+pub fn redact(text: &str, findings: &[Finding], detector: &Detector) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        out.push_str(&text[at..f.span.start]);
+        out.push('[');
+        out.push_str(detector.kinds[f.kind].label());
+        out.push(']');
+        at = f.span.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Request-side guardrails end to end: what the provider receives (the
+//! mock's /echo shows it), what the client gets when a policy blocks, and
+//! what is counted and logged.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use aigw::config::Config;
+use common::*;
+
+const POLICIES: &str = r#"
+[guardrails.pii]
+detectors = ["email", "credit_card", "phone"]
+patterns = [{ name = "employee_id", regex = 'EMP-\d{6}' }]
+words = ["project aurora"]
+request = "redact"
+
+[guardrails.secrets]
+detectors = ["secret"]
+request = "block"
+
+[guardrails.watch]
+detectors = ["ip_address"]
+request = "flag"
+"#;
+
+fn start(mock: &aigw::mock::MockServer) -> Gateway {
+    let providers = format!(
+        "{}guardrails = [\"pii\"]\n{}",
+        provider("mock", "mock", mock.addr),
+        provider("open", "mock", mock.addr)
+    );
+    Gateway::start("guardrails = [\"secrets\", \"watch\"]", &format!("{providers}{POLICIES}"))
+}
+
+/// The body the provider received for a chat request sent to `path`.
+fn upstream_body(gw: &Gateway, path: &str, body: &str) -> (u16, String) {
+    let r = roundtrip(gw.addr, &post(path, body));
+    if r.status != 200 {
+        return (r.status, String::from_utf8_lossy(&r.body).into_owned());
+    }
+    (r.status, r.json()["body"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn redacts_what_leaves_and_forwards_clean_bodies_unchanged() {
+    let mock = mock();
+    let gw = start(&mock);
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You help EMP-123456 on Project Aurora."},{"role":"user","content":"Mail jane.doe@example.com or call +1 415 555 2671; card 4111 1111 1111 1111, order 4155552671."}],"metadata":{"owner":"ops@example.com"}}"#;
+    let (status, sent) = upstream_body(&gw, "/mock/echo", body);
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(
+        sent,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You help [EMPLOYEE_ID] on [WORD]."},{"role":"user","content":"Mail [EMAIL] or call [PHONE]; card [CREDIT_CARD], order 4155552671."}],"metadata":{"owner":"ops@example.com"}}"#
+    );
+    // A body with nothing to redact goes byte for byte, spacing and all.
+    let clean = "{ \"model\" : \"m\", \"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9 at 10:30, v1.2.3\"}] }";
+    assert_eq!(upstream_body(&gw, "/mock/echo", clean).1, clean);
+    // The provider without the pii policy gets the text as sent (the
+    // server-wide policies still apply).
+    let (_, open) = upstream_body(&gw, "/open/echo", body);
+    assert!(open.contains("jane.doe@example.com"), "{open}");
+
+    // Counted, per policy and detector, and logged without the text.
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(
+            &metrics_text(gw.admin),
+            "aigw_guardrail_actions_total{policy=\"pii\",detector=\"email\",action=\"redact\",direction=\"request\"}",
+        ) == 1.0
+    }));
+    let m = metrics_text(gw.admin);
+    for (detector, n) in [("credit_card", 1.0), ("phone", 1.0), ("employee_id", 1.0), ("words", 1.0)] {
+        let line = format!(
+            "aigw_guardrail_actions_total{{policy=\"pii\",detector=\"{detector}\",action=\"redact\",direction=\"request\"}}"
+        );
+        assert_eq!(metric(&m, &line), n, "{line}\n{m}");
+    }
+    let logs = roundtrip(gw.admin, &get("/admin/logs?limit=10")).body;
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(!logs.contains("jane.doe") && !logs.contains("4111"), "{logs}");
+    let v: serde_json::Value = serde_json::from_str(&logs).unwrap();
+    let redacted = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/mock/echo" && r["guardrails"].as_array().is_some_and(|g| !g.is_empty()))
+        .unwrap();
+    assert!(redacted["guardrails"].as_array().unwrap().iter().any(|g| g["policy"] == "pii"
+        && g["detector"] == "email"
+        && g["action"] == "redact"
+        && g["direction"] == "request"
+        && g["count"] == 1));
+}
+
+#[test]
+fn block_refuses_before_anything_is_sent() {
+    let mock = mock();
+    let gw = start(&mock);
+    let before = mock.stats.requests.load(Ordering::SeqCst);
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    // Hidden behind an escape, in a tool result of a later turn.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"c","content":"AKIA\u0049OSFODNN7EXAMPLE"}]}"#;
+    let r = roundtrip(gw.addr, &post("/mock/v1/chat/completions", body));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "content_blocked");
+    let v = r.json();
+    assert_eq!(v["error"]["param"], "secrets");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("secret") && !message.contains(key), "{message}");
+    // Both providers: the policy is server-wide.
+    assert_eq!(roundtrip(gw.addr, &post("/open/v1/chat/completions", body)).status, 400);
+    assert_eq!(mock.stats.requests.load(Ordering::SeqCst), before, "nothing reached the provider");
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(
+            &metrics_text(gw.admin),
+            "aigw_guardrail_actions_total{policy=\"secrets\",detector=\"secret\",action=\"block\",direction=\"request\"}",
+        ) == 2.0
+    }));
+    // The unified endpoint too.
+    let unified = format!(r#"{{"model":"mock/m","messages":[{{"role":"user","content":"key {key}"}}]}}"#);
+    let r = roundtrip(gw.addr, &post("/v1/chat/completions", &unified));
+    assert_eq!((r.status, r.error_code()), (400, "content_blocked".to_string()));
+    // A secret in a duplicate key does not slip past: either refusal.
+    let dup = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"ok"}}],"messages":[{{"role":"user","content":"{key}"}}]}}"#
+    );
+    assert_eq!(roundtrip(gw.addr, &post("/mock/v1/chat/completions", &dup)).status, 400);
+    assert_eq!(mock.stats.requests.load(Ordering::SeqCst), before, "nothing reached the provider");
+}
+
+#[test]
+fn flag_changes_nothing_and_unreadable_bodies_are_refused() {
+    let mock = mock();
+    let gw = start(&mock);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"from 10.1.2.3"}]}"#;
+    assert_eq!(upstream_body(&gw, "/open/echo", body).1, body);
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(
+            &metrics_text(gw.admin),
+            "aigw_guardrail_actions_total{policy=\"watch\",detector=\"ip_address\",action=\"flag\",direction=\"request\"}",
+        ) == 1.0
+    }));
+    // A body that starts as JSON but is not: not forwarded unread.
+    let r = roundtrip(gw.addr, &post("/mock/v1/chat/completions", r#"{"model":"m","messages":[{"content":"a@b.io"}"#));
+    assert_eq!((r.status, r.error_code()), (400, "invalid_request_body".to_string()));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let base = "[server]\n[providers.m]\nkind = \"mock\"\n";
+    for (extra, key, says) in [
+        ("[guardrails.p]\ndetectors = [\"ssn\"]\n", "guardrails.p.detectors", "unknown detector"),
+        ("[guardrails.p]\ndetectors = [\"email\"]\nrequest = \"shred\"\n", "guardrails.p.request", "one of"),
+        ("[guardrails.p]\npatterns = [{ name = \"x\", regex = \"(\" }]\n", "guardrails.p.patterns", "does not compile"),
+        ("[guardrails.p]\nrequest = \"block\"\n", "guardrails.p", "needs detectors"),
+        ("[guardrails.p]\ndetectors = [\"email\"]\nresponse = \"redact\"\n", "guardrails.p.response", "not built yet"),
+        (
+            "[routes.r]\ntargets = [{ provider = \"m\" }]\nguardrails = [\"nope\"]\n",
+            "routes.r.guardrails",
+            "no [guardrails.nope]",
+        ),
+    ] {
+        let toml = format!("{base}{extra}");
+        let e = Config::from_toml(&toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{toml}\n→ {e}");
+    }
+    let e = Config::from_toml("[server]\nguardrails = [\"x\"]\n[providers.m]\nkind = \"mock\"\n").unwrap_err();
+    assert!(e.to_string().contains("server.guardrails"), "{e}");
+}
