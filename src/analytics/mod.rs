@@ -55,7 +55,7 @@ pub struct Record {
     pub limited_by: Option<Arc<str>>,
     /// Guardrail findings: per policy, detector, action and side, a count
     /// (never the text).
-    pub guardrails: Vec<crate::guardrails::Event>,
+    pub guardrails: Vec<crate::proxy::ctx::GuardEvent>,
     /// A budget let the request through although its model has no price.
     pub unpriced: bool,
     /// Providers of attempts that failed before the one relayed (retries

@@ -21,7 +21,7 @@ use crate::{
     ratelimit::{Admission, budget::Reservation},
     service::RequestId,
 };
-pub use crate::{cache::CacheKey, providers::body::RequestInfo, tap::Usage};
+pub use crate::{cache::CacheKey, guardrails::Event as GuardEvent, providers::body::RequestInfo, tap::Usage};
 
 pub struct RequestCtx<'a> {
     // === arrival ===
@@ -96,7 +96,7 @@ pub struct GuardCtx {
     /// uses this one.
     pub body: Option<Bytes>,
     /// Findings per policy and detector, for the record and the metric.
-    pub events: Vec<crate::guardrails::Event>,
+    pub events: Vec<GuardEvent>,
 }
 
 impl GuardCtx {
