@@ -11,7 +11,7 @@
 //! A body with no finding is forwarded byte for byte; one with findings
 //! has only the changed strings re-encoded.
 
-use std::ops::Range;
+use std::{borrow::Cow, ops::Range};
 
 use crate::providers::body::{for_each_member, skip_string, skip_value, ws};
 
@@ -154,9 +154,9 @@ fn member_key(b: &[u8], i: usize, text: bool) -> Option<(usize, bool)> {
 /// purpose: a lone surrogate or a stray byte becomes U+FFFD instead of
 /// making the string unscannable, since some providers' parsers accept what
 /// serde would refuse.
-pub fn unescape(raw: &[u8]) -> String {
+pub fn unescape(raw: &[u8]) -> Cow<'_, str> {
     if memchr::memchr(b'\\', raw).is_none() {
-        return String::from_utf8_lossy(raw).into_owned();
+        return String::from_utf8_lossy(raw);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -210,7 +210,7 @@ pub fn unescape(raw: &[u8]) -> String {
         let mut buf = [0; 4];
         out.extend_from_slice(ch.unwrap_or('\u{FFFD}').encode_utf8(&mut buf).as_bytes());
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `body` with each `(span, new text)` written over its string (spans in
@@ -234,7 +234,7 @@ mod tests {
 
     fn texts(body: &str) -> Option<Vec<String>> {
         let spans = text_spans(body.as_bytes(), REQUEST_ROOTS)?;
-        Some(spans.into_iter().map(|s| unescape(&body.as_bytes()[s.start + 1..s.end - 1])).collect())
+        Some(spans.into_iter().map(|s| unescape(&body.as_bytes()[s.start + 1..s.end - 1]).into_owned()).collect())
     }
 
     #[test]

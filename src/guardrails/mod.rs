@@ -93,10 +93,6 @@ impl Guardrails {
         self.policies.is_empty()
     }
 
-    pub fn none() -> Guardrails {
-        Guardrails { policies: Vec::new(), by_name: HashMap::new(), server: Vec::new() }
-    }
-
     /// The policies for one request: the server's, then those of each list
     /// given (provider, route, key), each once, in that order.
     pub fn select<'n>(&self, lists: impl IntoIterator<Item = &'n [String]>) -> Vec<usize> {
@@ -114,16 +110,16 @@ impl Guardrails {
     /// Runs the request-side policies over a request body, in order; a
     /// later policy reads what an earlier one redacted.
     pub fn check_request<'b>(&self, selected: &[usize], body: &'b [u8]) -> Verdict<'b> {
-        let mut body = Cow::Borrowed(body);
         let mut events = Vec::new();
+        // Only JSON objects carry text the gateway knows how to read;
+        // anything else (an empty GET body, a multipart upload) has none.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Verdict::Pass { body: Cow::Borrowed(body), events };
+        }
+        let mut body = Cow::Borrowed(body);
         let active = selected.iter().map(|&i| &self.policies[i]).filter(|p| p.request != Action::Off);
         let mut findings = Vec::new();
         for p in active {
-            // Only JSON objects carry text the gateway knows how to read;
-            // anything else (an empty GET body) has none.
-            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                break;
-            }
             let Some(spans) = json::text_spans(&body, json::REQUEST_ROOTS) else { return Verdict::Unreadable };
             let mut counts: Vec<u32> = vec![0; p.names.len()];
             let mut changes = Vec::new();
