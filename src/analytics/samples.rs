@@ -45,21 +45,13 @@ impl Samples {
 
     /// Adds another period's values (a delta that waited for the channel).
     pub fn absorb(&mut self, other: Samples) {
-        *self = match (std::mem::take(self), other) {
-            (Samples::Few(mine), Samples::Few(theirs)) => {
-                *self = Samples::Few(mine);
-                theirs.into_iter().for_each(|v| self.record(v));
-                return;
+        match other {
+            Samples::Few(vs) => vs.into_iter().for_each(|v| self.record(v)),
+            Samples::Many(mut h) => {
+                self.add_to(&mut h);
+                *self = Samples::Many(h);
             }
-            (Samples::Few(vs), Samples::Many(mut h)) | (Samples::Many(mut h), Samples::Few(vs)) => {
-                vs.into_iter().for_each(|v| h.saturating_record(v));
-                Samples::Many(h)
-            }
-            (Samples::Many(mut h), Samples::Many(o)) => {
-                let _ = h.add(&*o);
-                Samples::Many(h)
-            }
-        };
+        }
     }
 
     /// Adds these values into a collector histogram.
