@@ -9,10 +9,20 @@
 //!
 //! Word boundaries are ASCII (`(?-u:\b)`): a Unicode `\b` would send every
 //! non-ASCII text to the slow engines.
+//!
+//! On a live stream the text arrives in pieces, so a detector also says
+//! where a finding could still begin (`live_from`): the earliest place from
+//! which the rules, run anchored on one lazy DFA, have not yet died at the
+//! end of what arrived. Everything before it is final and may be released.
 
 use std::ops::Range;
 
 use regex::{Regex, RegexSet};
+use regex_automata::{
+    Anchored, Input, MatchKind,
+    hybrid::dfa::{Cache, DFA},
+    util::pool::Pool,
+};
 
 /// The built-in detectors, by their config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,11 +162,18 @@ pub struct Finding {
     pub kind: usize,
 }
 
+type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
 /// A policy's detectors compiled together.
 pub struct Detector {
     set: RegexSet,
     rules: Vec<Rule>,
     pub kinds: Vec<Kind>,
+    /// Every rule in one anchored lazy DFA that reports all matches: the
+    /// streaming side asks it whether a match could still run on.
+    live: std::sync::Arc<DFA>,
+    /// The lazy DFA's caches, one per thread that uses it.
+    caches: Pool<Cache, CacheFn>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -193,41 +210,116 @@ impl Detector {
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| e.to_string())?;
-        let rules = sources
+        let rules: Vec<Rule> = sources
             .into_iter()
             .map(|(p, kind, group)| {
                 let regex = regex::RegexBuilder::new(&p).size_limit(SIZE_LIMIT).build().map_err(|e| e.to_string())?;
                 Ok(Rule { regex, kind, group })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Detector { set, rules, kinds })
+        let patterns: Vec<&str> = rules.iter().map(|r: &Rule| r.regex.as_str()).collect();
+        let live = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::All)
+                    // A Unicode \b in a custom pattern makes non-ASCII bytes
+                    // "quit" bytes; `live_from` then holds from there.
+                    .unicode_word_boundary(true)
+                    .cache_capacity(1 << 20),
+            )
+            .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(SIZE_LIMIT)))
+            .build_many(&patterns)
+            .map_err(|e| e.to_string())?;
+        let live = std::sync::Arc::new(live);
+        let for_caches = live.clone();
+        let caches: Pool<Cache, CacheFn> = Pool::new(Box::new(move || for_caches.create_cache()));
+        Ok(Detector { set, rules, kinds, live, caches })
+    }
+
+    /// The earliest char boundary at or after `from` where a finding could
+    /// begin that the end of `text` does not decide yet: the anchored DFA
+    /// started there is still alive after the last byte. None: every
+    /// finding that starts in `text[from..]` is already final.
+    pub fn live_from(&self, text: &str, from: usize) -> Option<usize> {
+        let bytes = text.as_bytes();
+        let mut cache = self.caches.get();
+        (from..bytes.len()).filter(|&i| text.is_char_boundary(i)).find(|&i| self.alive(&mut cache, bytes, i))
+    }
+
+    /// Whether the anchored search from `at` can still match on past the
+    /// end of `hay`. When the lazy DFA gives up (a quit byte, a thrashing
+    /// cache) the answer is yes: holding more is always safe.
+    fn alive(&self, cache: &mut Cache, hay: &[u8], at: usize) -> bool {
+        let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
+        let Ok(mut sid) = self.live.start_state_forward(cache, &input) else { return true };
+        for &b in &hay[at..] {
+            match self.live.next_state(cache, sid, b) {
+                Ok(next) if next.is_dead() => return false,
+                Ok(next) if next.is_quit() => return true,
+                Ok(next) => sid = next,
+                Err(_) => return true,
+            }
+        }
+        !sid.is_dead()
     }
 
     /// The findings in `text`, in order, none overlapping (at one start the
     /// longest wins).
     pub fn find(&self, text: &str, out: &mut Vec<Finding>) {
+        self.find_at(text, 0, out);
+    }
+
+    /// The findings that start at or after `from` (what lies before it is
+    /// context: look-behind and the validators see it). After a private-key
+    /// block the search starts over at its end, so a live stream, which
+    /// drops such a block as it passes, finds the same as a whole text.
+    pub fn find_at(&self, text: &str, from: usize, out: &mut Vec<Finding>) {
         out.clear();
-        let hits = self.set.matches(text);
+        let mut at = from;
+        let mut found = Vec::new();
+        while at <= text.len() {
+            self.find_once(text, at, &mut found);
+            let pem = found.iter().position(|f| text[f.span.clone()].starts_with("-----BEGIN"));
+            match pem {
+                Some(i) if found[i].span.end < text.len() => {
+                    at = found[i].span.end;
+                    out.extend(found.drain(..=i));
+                }
+                _ => {
+                    out.append(&mut found);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn find_once(&self, text: &str, from: usize, out: &mut Vec<Finding>) {
+        out.clear();
+        let hits = self.set.matches_at(text, from);
         if !hits.matched_any() {
             return;
         }
         for i in hits.iter() {
             let rule = &self.rules[i];
             let kind = &self.kinds[rule.kind];
-            if rule.group == 0 {
-                for m in rule.regex.find_iter(text) {
-                    if let Some(span) = accept(kind, text, m.range()) {
-                        out.push(Finding { span, kind: rule.kind });
-                    }
+            let mut at = from;
+            while at <= text.len() {
+                let found = if rule.group == 0 {
+                    rule.regex.find_at(text, at).map(|m| (m.range(), m.range()))
+                } else {
+                    rule.regex.captures_at(text, at).and_then(|c| {
+                        let whole = c.get(0)?.range();
+                        Some((whole, c.get(rule.group).map_or(0..0, |g| g.range())))
+                    })
+                };
+                let Some((whole, group)) = found else { break };
+                if !group.is_empty()
+                    && let Some(span) = accept(kind, text, group)
+                {
+                    out.push(Finding { span, kind: rule.kind });
                 }
-            } else {
-                for c in rule.regex.captures_iter(text) {
-                    if let Some(m) = c.get(rule.group)
-                        && let Some(span) = accept(kind, text, m.range())
-                    {
-                        out.push(Finding { span, kind: rule.kind });
-                    }
-                }
+                // An empty match moves on by one char, as find_iter does.
+                at = if whole.is_empty() { next_char(text, whole.end) } else { whole.end };
             }
         }
         out.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
@@ -240,6 +332,11 @@ impl Detector {
             keep
         });
     }
+}
+
+/// The char boundary after `i` (past the end when `i` is the end).
+fn next_char(text: &str, i: usize) -> usize {
+    text[i..].chars().next().map_or(i + 1, |c| i + c.len_utf8())
 }
 
 /// A word or phrase as a pattern: literal, any run of whitespace between

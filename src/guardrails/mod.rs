@@ -11,6 +11,7 @@
 
 pub mod detect;
 pub mod json;
+pub mod stream;
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
