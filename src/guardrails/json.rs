@@ -72,7 +72,7 @@ struct Open {
 
 /// Pushes the spans of the text strings in one value (offsets + `at`).
 /// Iterative: nesting depth costs heap, never stack.
-fn walk(b: &[u8], at: usize, spans: &mut Vec<Range<usize>>) -> Option<()> {
+pub(crate) fn walk(b: &[u8], at: usize, spans: &mut Vec<Range<usize>>) -> Option<()> {
     let mut stack: Vec<Open> = Vec::new();
     let mut i = 0;
     let mut text = true;

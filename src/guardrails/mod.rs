@@ -9,8 +9,11 @@
 //! of a few words), pseudonymization and the injection and moderation
 //! checks come next; the config refuses them rather than ignore them.
 
+pub mod answer;
 pub mod detect;
+pub mod events;
 pub mod json;
+pub mod sites;
 pub mod stream;
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
@@ -51,6 +54,7 @@ struct Policy {
     /// Detector names as the events carry them, by kind index.
     names: Vec<Arc<str>>,
     request: Action,
+    response: Action,
 }
 
 /// Every policy, compiled once at start.
@@ -82,7 +86,13 @@ impl Guardrails {
             let detector = Detector::new(&p.detectors, &p.patterns, &p.words)
                 .map_err(|e| format!("guardrails.{}: {e}", p.name))?;
             let names = detector.kinds.iter().map(|k| Arc::from(k.name())).collect();
-            compiled.push(Policy { name: Arc::from(p.name.as_str()), detector, names, request: p.request });
+            compiled.push(Policy {
+                name: Arc::from(p.name.as_str()),
+                detector,
+                names,
+                request: p.request,
+                response: p.response,
+            });
         }
         let by_name: HashMap<String, usize> = policies.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
         let server = server.iter().filter_map(|n| by_name.get(n).copied()).collect();
@@ -106,6 +116,11 @@ impl Guardrails {
             }
         }
         out
+    }
+
+    /// Of the selected policies, those that act on answers, in order.
+    pub fn response_side(&self, selected: &[usize]) -> Vec<usize> {
+        selected.iter().copied().filter(|&i| self.policies[i].response != Action::Off).collect()
     }
 
     /// Runs the request-side policies over a request body, in order; a

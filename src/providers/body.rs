@@ -121,6 +121,32 @@ pub(crate) fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Calls `f(raw element)` for each element of the array `b` until it
+/// returns false. None: not a (complete) JSON array.
+pub(crate) fn for_each_element<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8]) -> bool) -> Option<()> {
+    let mut i = ws(b, 0);
+    if *b.get(i)? != b'[' {
+        return None;
+    }
+    i = ws(b, i + 1);
+    if *b.get(i)? == b']' {
+        return Some(());
+    }
+    loop {
+        i = ws(b, i);
+        let end = skip_value(b, i)?;
+        if !f(&b[i..end]) {
+            return Some(());
+        }
+        i = ws(b, end);
+        match *b.get(i)? {
+            b',' => i += 1,
+            b']' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
 /// Calls `f(key, raw value)` for each top-level member until it returns
 /// false or the object ends; the key is unescaped (an escaped key costs one
 /// decode). None: not a (complete) JSON object.
