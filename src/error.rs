@@ -142,7 +142,8 @@ pub enum GatewayError {
         provider: String,
     },
     /// A provider answer the unified endpoint cannot translate (not JSON,
-    /// or not the shape the provider's API documents).
+    /// or not the shape the provider's API documents), or that the
+    /// response guardrails cannot read.
     Untranslatable {
         provider: String,
         detail: &'static str,

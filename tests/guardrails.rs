@@ -156,7 +156,7 @@ fn config_errors_name_the_key() {
         ("[guardrails.p]\ndetectors = [\"email\"]\nrequest = \"shred\"\n", "guardrails.p.request", "one of"),
         ("[guardrails.p]\npatterns = [{ name = \"x\", regex = \"(\" }]\n", "guardrails.p.patterns", "does not compile"),
         ("[guardrails.p]\nrequest = \"block\"\n", "guardrails.p", "needs detectors"),
-        ("[guardrails.p]\ndetectors = [\"email\"]\nresponse = \"redact\"\n", "guardrails.p.response", "not built yet"),
+        ("[guardrails.p]\ndetectors = [\"email\"]\nresponse = \"pseudonymize\"\n", "guardrails.p.response", "one of"),
         (
             "[routes.r]\ntargets = [{ provider = \"m\" }]\nguardrails = [\"nope\"]\n",
             "routes.r.guardrails",

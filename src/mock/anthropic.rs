@@ -1,8 +1,6 @@
 //! Anthropic Messages, as the mock answers them.
 
-use super::{
-    EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call, word,
-};
+use super::{EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call};
 use crate::{
     error::{GatewayError, json_response},
     service::{ClientIo, Outcome, Request},
@@ -36,7 +34,7 @@ pub async fn messages(
                 "tool_use",
             ),
             None => {
-                let text = serde_json::Value::from((0..n).map(word).collect::<String>());
+                let text = serde_json::Value::from(plan.text());
                 (format!(r#"[{{"type":"text","text":{text}}}]"#), "end_turn")
             }
         };
@@ -71,7 +69,7 @@ pub async fn messages(
     for i in 0..n {
         let event = format!(
             "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
-            serde_json::Value::from(word(i))
+            serde_json::Value::from(plan.piece(i))
         );
         if i == 0 {
             first.push_str(&event);

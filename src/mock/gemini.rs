@@ -1,7 +1,7 @@
 //! Gemini generateContent / streamGenerateContent (`alt=sse`), as the mock
 //! answers them.
 
-use super::{EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, send, word};
+use super::{EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, send};
 use crate::{
     error::{GatewayError, json_response},
     providers::body::RequestInfo,
@@ -41,7 +41,7 @@ pub async fn generate(
         pause(plan.ttft).await;
         let parts = match &call {
             Some(name) => call_part(name),
-            None => format!(r#"{{"text":{}}}"#, serde_json::Value::from((0..n).map(word).collect::<String>())),
+            None => format!(r#"{{"text":{}}}"#, serde_json::Value::from(plan.text())),
         };
         let json = format!(
             r#"{{"candidates":[{{"content":{{"role":"model","parts":[{parts}]}},"finishReason":"STOP","index":0}}],"usageMetadata":{usage},"modelVersion":{model},"responseId":"mock-gemini"}}"#
@@ -66,11 +66,11 @@ pub async fn generate(
         if i > 0 {
             pause(plan.delay).await;
         }
-        let text = format!(r#"{{"text":{}}}"#, serde_json::Value::from(word(i)));
+        let text = format!(r#"{{"text":{}}}"#, serde_json::Value::from(plan.piece(i)));
         if !s.events(&event(&text, "", "")).await {
             return Ok(Outcome::Close);
         }
     }
-    let text = format!(r#"{{"text":{}}}"#, serde_json::Value::from(if n > 0 { word(n - 1) } else { "" }));
+    let text = format!(r#"{{"text":{}}}"#, serde_json::Value::from(if n > 0 { plan.piece(n - 1) } else { "" }));
     Ok(s.finish(&event(&text, ",\"finishReason\":\"STOP\"", &last_usage), keep_alive).await)
 }

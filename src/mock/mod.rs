@@ -20,7 +20,10 @@
 //! answer with one call to the first tool, arguments `{"location":"Paris"}`.
 //! Per-request overrides: `x-mock-tokens`, `x-mock-delay-ms`,
 //! `x-mock-ttft-ms`, `x-mock-status` (answer that status with an error,
-//! after `x-mock-ttft-ms`).
+//! after `x-mock-ttft-ms`), `x-mock-content` (answer this text instead,
+//! percent-decoded: one content chunk, and one token, per word with its
+//! leading space, or per piece between U+001F separators (`%1F`) when it
+//! has any, so a test can split the text at any byte).
 
 mod anthropic;
 mod gemini;
@@ -179,6 +182,61 @@ struct Plan {
     tokens: usize,
     delay: Duration,
     ttft: Duration,
+    /// `x-mock-content`, in its chunks; None: the usual words.
+    content: Option<Vec<String>>,
+}
+
+impl Plan {
+    /// Content chunk `i`.
+    fn piece(&self, i: usize) -> &str {
+        match &self.content {
+            Some(c) => c.get(i).map_or("", String::as_str),
+            None => word(i),
+        }
+    }
+
+    /// The whole answer's text.
+    fn text(&self) -> String {
+        (0..self.tokens).map(|i| self.piece(i)).collect()
+    }
+}
+
+/// `x-mock-content`: percent-decoded (invalid UTF-8 replaced), split at
+/// U+001F when present, else before each space.
+fn content_chunks(raw: &[u8]) -> Vec<String> {
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(b)) => {
+                bytes.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                bytes.push(c);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if text.contains('\u{1F}') {
+        return text.split('\u{1F}').map(String::from).collect();
+    }
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for (at, _) in text.match_indices(' ') {
+        if at > start {
+            chunks.push(text[start..at].to_string());
+            start = at;
+        }
+    }
+    chunks.push(text[start..].to_string());
+    chunks.retain(|c| !c.is_empty());
+    chunks
 }
 
 fn header_num(req: &Request, name: &str) -> Option<u64> {
@@ -197,10 +255,15 @@ impl Service for MockCtx {
 
 async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) -> Result<Outcome, GatewayError> {
     m.stats.requests.fetch_add(1, Ordering::SeqCst);
+    let content = req.head.header("x-mock-content").map(content_chunks);
     let plan = Plan {
-        tokens: header_num(&req, "x-mock-tokens").map_or(m.opts.tokens, |n| n.min(1_000_000) as usize),
+        tokens: match &content {
+            Some(c) => c.len(),
+            None => header_num(&req, "x-mock-tokens").map_or(m.opts.tokens, |n| n.min(1_000_000) as usize),
+        },
         delay: header_num(&req, "x-mock-delay-ms").map_or(m.opts.delay, Duration::from_millis),
         ttft: header_num(&req, "x-mock-ttft-ms").map_or(m.opts.ttft, Duration::from_millis),
+        content,
     };
     let version = req.head.version();
     if let Some(status) = header_num(&req, "x-mock-status").filter(|s| (200..=599).contains(s)) {
@@ -381,5 +444,18 @@ fn word(i: usize) -> &'static str {
 async fn pause(d: Duration) {
     if !d.is_zero() {
         monoio::time::sleep(d).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_chunks;
+
+    #[test]
+    fn mock_content_is_decoded_and_split() {
+        assert_eq!(content_chunks(b"Hi%20there, a%40b.co"), ["Hi", " there,", " a@b.co"]);
+        assert_eq!(content_chunks(b"a%40%1Fb.co%1F x"), ["a@", "b.co", " x"]);
+        assert_eq!(content_chunks(b"bad %zz %E2%9C%93"), ["bad", " %zz", " \u{2713}"]);
+        assert!(content_chunks(b"").is_empty());
     }
 }

@@ -2,9 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call, word,
-};
+use super::{EventStream, MockCtx, Plan, TOOL_ARGS, parse_body, pause, prompt_tokens, response_id, send, tool_to_call};
 use crate::{
     error::{GatewayError, json_response},
     service::{ClientIo, Outcome, Request},
@@ -51,7 +49,7 @@ pub async fn chat(
                 "tool_calls",
             ),
             None => {
-                let content = serde_json::Value::from((0..n).map(word).collect::<String>());
+                let content = serde_json::Value::from(plan.text());
                 (format!(r#"{{"role":"assistant","content":{content},"refusal":null}}"#), "stop")
             }
         };
@@ -98,7 +96,7 @@ pub async fn chat(
     }
     let mut first = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");
     for i in 0..n {
-        let delta = format!(r#"{{"content":{}}}"#, serde_json::Value::from(word(i)));
+        let delta = format!(r#"{{"content":{}}}"#, serde_json::Value::from(plan.piece(i)));
         let event = chunk(&delta, "null");
         if i == 0 {
             first.push_str(&event);

@@ -88,14 +88,18 @@ pub struct Admitted {
     pub limited_by: Option<Arc<str>>,
 }
 
-/// What the request-side guardrails did.
+/// What the guardrails did, and which act on the answer.
 #[derive(Default)]
 pub struct GuardCtx {
+    /// The policies (indices) with a response action, in order: the
+    /// server's, the route's, every candidate provider's.
+    pub response: Vec<usize>,
     /// The body with findings redacted; None: the client's, unchanged.
     /// Everything after the guard phase (cache key, upstream, log capture)
     /// uses this one.
     pub body: Option<Bytes>,
-    /// Findings per policy and detector, for the record and the metric.
+    /// Findings per policy and detector, both sides, for the record and
+    /// the metric.
     pub events: Vec<GuardEvent>,
 }
 

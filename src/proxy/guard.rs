@@ -3,15 +3,20 @@
 //! no budget and takes no rate-limit room) and what comes back
 //! (`ResponseGuard`, a filter in the relay's chain between translation and
 //! the cache recorder, so what is stored is what the client was allowed to
-//! see). The policies themselves live in `src/guardrails/`; the response
-//! side passes everything through until it is built.
+//! see), or, for an answer that is not a stream, on the whole answer before
+//! it is sent (`answer`). The policies themselves live in `src/guardrails/`.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 
 use super::{Worker, ctx::RequestCtx, resolve::Resolved};
-use crate::{error::GatewayError, guardrails::Verdict, service::Request};
+use crate::{
+    error::GatewayError,
+    guardrails::{Verdict, answer::AnswerVerdict, events::StreamGuard},
+    providers::StreamFormat,
+    service::Request,
+};
 
 /// Request-side guardrails: the server's policies, the route's and those of
 /// every provider the request may reach (a route's fallback included). May
@@ -27,6 +32,7 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
     if selected.is_empty() {
         return Ok(());
     }
+    ctx.guard.response = g.response_side(&selected);
     match g.check_request(&selected, &req.body) {
         Verdict::Pass { body, events } => {
             if let Cow::Owned(b) = body {
@@ -47,21 +53,79 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
     }
 }
 
-/// Response-side guardrails over the decoded body the client will get.
-#[derive(Debug, Default)]
-pub struct ResponseGuard;
+/// Response-side guardrails over a streamed body, as the client gets it.
+pub struct ResponseGuard(StreamGuard);
 
 impl ResponseGuard {
-    /// None: no policy applies to this response (the chain skips it).
-    pub fn for_response(_ctx: &RequestCtx<'_>) -> Option<ResponseGuard> {
-        None
+    /// None: no policy acts on this answer (the chain skips the stage).
+    /// `format`: the format the client receives (after translation).
+    pub fn for_stream(w: &Worker, ctx: &RequestCtx<'_>, format: StreamFormat) -> Option<ResponseGuard> {
+        if ctx.guard.response.is_empty() {
+            return None;
+        }
+        Some(ResponseGuard(StreamGuard::new(w.shared.guardrails.clone(), ctx.guard.response.clone(), format)))
     }
 
     /// Passes `data` on to `out`, as the policies allow.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(data);
+        self.0.feed(data, out);
     }
 
     /// The body ended: releases anything held back.
-    pub fn finish(&mut self, _out: &mut Vec<u8>) {}
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.0.finish(out);
+    }
+
+    /// What the policies found goes on the request's record.
+    pub fn conclude(self, ctx: &mut RequestCtx<'_>) {
+        ctx.guard.events.extend(self.0.events());
+    }
+}
+
+/// Whether an answer is read whole for the response policies before it is
+/// sent: a successful JSON answer (or an event stream that came with a
+/// length), when a policy acts on answers. Streams are guarded as they
+/// pass; error bodies are the provider's own; other media (audio, files)
+/// are not text the policies read.
+pub fn reads_whole(ctx: &RequestCtx<'_>, status: u16, content_type: Option<&[u8]>) -> bool {
+    let text = content_type.is_some_and(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        memchr::memmem::find(&ct, b"json").is_some() || memchr::memmem::find(&ct, b"text/event-stream").is_some()
+    });
+    !ctx.guard.response.is_empty() && (200..300).contains(&status) && text
+}
+
+/// Response-side guardrails over a whole answer: Ok(the body to send), or
+/// the gateway's error when the answer cannot be read.
+pub fn answer(
+    w: &Worker,
+    ctx: &mut RequestCtx<'_>,
+    provider: &str,
+    format: StreamFormat,
+    is_sse: bool,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, GatewayError> {
+    if is_sse {
+        // A stream that came with a length: guarded as one all the same.
+        let mut g = StreamGuard::new(w.shared.guardrails.clone(), ctx.guard.response.clone(), format);
+        let mut out = Vec::with_capacity(body.len());
+        g.feed(&body, &mut out);
+        g.finish(&mut out);
+        ctx.guard.events.extend(g.events());
+        return Ok(out);
+    }
+    match w.shared.guardrails.check_answer(&ctx.guard.response, format, &body) {
+        AnswerVerdict::Pass { body: new, events } => {
+            ctx.guard.events.extend(events);
+            Ok(new.unwrap_or(body))
+        }
+        AnswerVerdict::Block { body, events, .. } => {
+            ctx.guard.events.extend(events);
+            Ok(body)
+        }
+        AnswerVerdict::Unreadable => Err(GatewayError::Untranslatable {
+            provider: provider.to_string(),
+            detail: "the answer is not a JSON object, so the response guardrails cannot read it",
+        }),
+    }
 }

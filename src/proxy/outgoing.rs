@@ -26,6 +26,8 @@ pub struct Builder<'r> {
     /// The gateway counts this request's tokens (analytics, a token limit or
     /// a budget): identity encoding, and include_usage where it can.
     counts_tokens: bool,
+    /// Ask for an uncompressed answer (the tap or a guardrail reads it).
+    identity: bool,
     /// include_usage may be added: a stream whose client did not ask for
     /// its usage chunk (no `stream_options`, or one without
     /// `include_usage: true`).
@@ -41,6 +43,8 @@ impl<'r> Builder<'r> {
             path,
             stream: ctx.facts.stream,
             counts_tokens: w.counts_tokens(ctx),
+            // The response policies read the answer: it must come plain.
+            identity: w.counts_tokens(ctx) || !ctx.guard.response.is_empty(),
             may_add_usage: ctx.facts.stream && !ctx.facts.include_usage,
             key_header: ctx.identity.key_header,
         }
@@ -75,7 +79,7 @@ impl<'r> Builder<'r> {
                 (body, Cow::Owned(rest), false)
             }
         };
-        let head = headers::upstream_request(self.req, c.up, &rest, &body, self.counts_tokens, self.key_header);
+        let head = headers::upstream_request(self.req, c.up, &rest, &body, self.identity, self.key_header);
         Ok((head, strip))
     }
 }

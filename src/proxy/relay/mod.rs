@@ -8,10 +8,11 @@
 //! runs, a read on the client socket stays pending: if the client leaves,
 //! the upstream connection is dropped at once instead of when the next
 //! event fails to write. Translated answers that are not streams are read
-//! whole (`translated.rs`). Every way a relay ends goes through `conclude`.
+//! whole (`whole.rs`), and so are answers a response guardrail reads before
+//! they are sent. Every way a relay ends goes through `conclude`.
 
 mod filter;
-mod translated;
+mod whole;
 
 use std::{pin::pin, time::Instant};
 
@@ -22,7 +23,12 @@ use monoio::{
 };
 
 use self::filter::Filter;
-use super::{Worker, ctx::RequestCtx, guard::ResponseGuard, headers};
+use super::{
+    Worker,
+    ctx::RequestCtx,
+    guard::{self, ResponseGuard},
+    headers,
+};
 use crate::{
     cache::{Fill, Stored, flight::FlightHead},
     http::{
@@ -111,6 +117,11 @@ pub struct Answer<'a> {
     pub format: StreamFormat,
 }
 
+/// Whether a Content-Type is an event stream.
+fn is_event_stream(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")))
+}
+
 /// A response header's value, from the upstream's head.
 fn response_header<'a>(raw: &'a [u8], head: &ParsedResponse, name: &[u8]) -> Option<&'a [u8]> {
     head.headers.iter().find(|h| raw[h.name.clone()].eq_ignore_ascii_case(name)).map(|h| &raw[h.value.clone()])
@@ -129,13 +140,16 @@ fn client_framing(upstream: ResponseFraming, version: Version) -> Framing {
 pub async fn relay(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut ClientIo) -> Outcome {
     let start = &a.start;
     let content_type = response_header(&start.raw_head, &start.head, b"content-type");
-    let is_sse = content_type.is_some_and(|ct| ct.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
-    let translated_stream = a.translation != Translation::None
-        && is_sse
+    let is_sse = is_event_stream(content_type);
+    let streamed = is_sse
         && (200..300).contains(&start.head.status)
         && matches!(start.head.framing, ResponseFraming::Chunked | ResponseFraming::UntilClose);
-    if a.translation != Translation::None && !translated_stream {
-        return translated::relay_whole(w, ctx, a, io).await;
+    let translated_stream = a.translation != Translation::None && streamed;
+    let guard_whole = guard::reads_whole(ctx, start.head.status, content_type)
+        && !streamed
+        && start.head.framing != ResponseFraming::Empty;
+    if (a.translation != Translation::None && !translated_stream) || guard_whole {
+        return whole::relay_whole(w, ctx, a, io).await;
     }
     let mut tap = Tap::for_content_type(content_type);
     if let Some(max) = w.shared.capture {
@@ -185,7 +199,10 @@ pub async fn relay(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut
         filter.translator = StreamTranslator::new(translation, &model, ctx.facts.stream_options_usage(), json_mode);
     }
     filter.stripper = (strip_usage && is_sse).then(UsageStripper::new);
-    filter.guard = ResponseGuard::for_response(ctx);
+    if streamed {
+        let client_format = if translated_stream { StreamFormat::OpenAiChat } else { format };
+        filter.guard = ResponseGuard::for_stream(w, ctx, client_format);
+    }
     let mut pump = Pump { io: &mut *io, conn: &mut conn, deadline, progress: Progress::default() };
     let end = match head.framing {
         ResponseFraming::Empty => {
@@ -203,7 +220,11 @@ pub async fn relay(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut
         }
     };
     let cut = filter.cut;
+    let guard = filter.guard.take();
     drop(filter);
+    if let Some(g) = guard {
+        g.conclude(ctx);
+    }
     let progress = pump.progress;
     let stored =
         Stored { status: head.status, headers: stored, stream: is_sse, provider: up.label.clone(), usage: None };
