@@ -158,6 +158,9 @@ struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub span: Range<usize>,
+    /// Where the rule's whole match starts: before `span` when the finding
+    /// is a capture group (a bearer token without its "Bearer").
+    pub matched: usize,
     /// Index into `Detector::kinds`.
     pub kind: usize,
 }
@@ -266,22 +269,34 @@ impl Detector {
     /// The findings in `text`, in order, none overlapping (at one start the
     /// longest wins).
     pub fn find(&self, text: &str, out: &mut Vec<Finding>) {
-        self.find_at(text, 0, out);
+        self.find_at(text, 0, out, &mut Vec::new());
     }
 
     /// The findings that start at or after `from` (what lies before it is
     /// context: look-behind and the validators see it). After a private-key
     /// block the search starts over at its end, so a live stream, which
     /// drops such a block as it passes, finds the same as a whole text.
-    pub fn find_at(&self, text: &str, from: usize, out: &mut Vec<Finding>) {
+    /// `matches` gets every rule match, valid or not: where each rule's
+    /// search resumes depends on them, so a stream may not cut inside one.
+    pub fn find_at(&self, text: &str, from: usize, out: &mut Vec<Finding>, matches: &mut Vec<Range<usize>>) {
         out.clear();
+        matches.clear();
         let mut at = from;
         let mut found = Vec::new();
         while at <= text.len() {
-            self.find_once(text, at, &mut found);
+            let before = matches.len();
+            self.find_once(text, at, &mut found, matches);
             let pem = found.iter().position(|f| text[f.span.clone()].starts_with("-----BEGIN"));
             match pem {
                 Some(i) if found[i].span.end < text.len() => {
+                    // Matches inside the block do not count: the search
+                    // starts over after it.
+                    let start = found[i].span.start;
+                    let mut n = before;
+                    matches.retain(|m| {
+                        n += 1;
+                        n - 1 < before || m.start < start
+                    });
                     at = found[i].span.end;
                     out.extend(found.drain(..=i));
                 }
@@ -293,7 +308,7 @@ impl Detector {
         }
     }
 
-    fn find_once(&self, text: &str, from: usize, out: &mut Vec<Finding>) {
+    fn find_once(&self, text: &str, from: usize, out: &mut Vec<Finding>, matches: &mut Vec<Range<usize>>) {
         out.clear();
         let hits = self.set.matches_at(text, from);
         if !hits.matched_any() {
@@ -313,10 +328,11 @@ impl Detector {
                     })
                 };
                 let Some((whole, group)) = found else { break };
+                matches.push(whole.clone());
                 if !group.is_empty()
                     && let Some(span) = accept(kind, text, group)
                 {
-                    out.push(Finding { span, kind: rule.kind });
+                    out.push(Finding { span, matched: whole.start, kind: rule.kind });
                 }
                 // An empty match moves on by one char, as find_iter does.
                 at = if whole.is_empty() { next_char(text, whole.end) } else { whole.end };

@@ -54,6 +54,7 @@ pub struct LiveText {
     /// Block mode: a finding was released; nothing more passes.
     pub blocked: bool,
     findings: Vec<Finding>,
+    matches: Vec<std::ops::Range<usize>>,
 }
 
 impl LiveText {
@@ -66,6 +67,7 @@ impl LiveText {
             counts: vec![0; kinds],
             blocked: false,
             findings: Vec::new(),
+            matches: Vec::new(),
         }
     }
 
@@ -99,29 +101,50 @@ impl LiveText {
             }
             let len = self.buf.len();
             let mut findings = std::mem::take(&mut self.findings);
-            det.find_at(&self.buf, self.done, &mut findings);
+            let mut matches = std::mem::take(&mut self.matches);
+            det.find_at(&self.buf, self.done, &mut findings, &mut matches);
             let live = if at_end { None } else { det.live_from(&self.buf, self.done) };
             let mut cut = live.unwrap_or(len);
             let mut open_pem = None;
-            for (i, f) in findings.iter().enumerate() {
-                if f.span.start >= cut {
-                    break;
+            // Text is final only up to a place no rule match spans: a
+            // finding (or a match the validators refused, which still moves
+            // where its rule's search resumes) that starts before the cut
+            // but ends past it is held from where it starts.
+            // At the end everything is final, an open block included (it
+            // runs to the end of the text).
+            while !at_end {
+                let before = cut;
+                for (i, f) in findings.iter().enumerate() {
+                    if f.matched >= cut {
+                        break;
+                    }
+                    let text = &self.buf[f.span.clone()];
+                    if text.starts_with("-----BEGIN") && !pem_closed(text) {
+                        open_pem = Some(i);
+                        cut = f.span.start;
+                        break;
+                    }
+                    if f.span.end > cut {
+                        cut = f.matched;
+                        break;
+                    }
                 }
-                let text = &self.buf[f.span.clone()];
-                if text.starts_with("-----BEGIN") && !pem_closed(text) {
-                    open_pem = Some(i);
-                    cut = f.span.start;
-                    break;
+                if let Some(m) = matches.iter().filter(|m| m.start < cut && m.end > cut).map(|m| m.start).min() {
+                    cut = m;
                 }
-                if f.span.end > cut {
-                    cut = f.span.start;
+                // Held from before an open block: it is found again later.
+                if open_pem.is_some_and(|i: usize| cut < findings[i].span.start) {
+                    open_pem = None;
+                }
+                if cut == before {
                     break;
                 }
             }
+            self.matches = matches;
             if open_pem.is_none() && len - cut > MAX_HOLD {
                 cut = forced_cut(&self.buf, self.done, &findings);
             }
-            let upto = findings.iter().take_while(|f| f.span.end <= cut && f.span.start < cut).count();
+            let upto = findings.iter().take_while(|f| f.span.end <= cut && f.matched < cut).count();
             self.emit(det, cut, &findings[..upto], out);
             if self.blocked {
                 self.findings = findings;
