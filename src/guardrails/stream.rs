@@ -112,7 +112,10 @@ impl LiveText {
             // but ends past it is held from where it starts.
             // At the end everything is final, an open block included (it
             // runs to the end of the text).
-            while !at_end {
+            loop {
+                if at_end {
+                    break;
+                }
                 let before = cut;
                 for (i, f) in findings.iter().enumerate() {
                     if f.matched >= cut {
