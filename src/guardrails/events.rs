@@ -177,9 +177,23 @@ impl StreamGuard {
             }
             return;
         };
+        // Channels this event closes without text of theirs: their held
+        // text goes out first, in events like their last deltas.
+        let own: Vec<Chan> = doc.sites.iter().filter_map(|s| s.chan).collect();
+        let closing: Vec<Chan> =
+            self.chans.iter().map(|c| c.key).filter(|&k| doc.closes(k) && !own.contains(&k)).collect();
+        for ch in closing {
+            if self.blocked.is_none() {
+                self.flush(ch, out);
+            }
+        }
+        if self.blocked.is_some() {
+            // The flush was cut: this event is past the end of the answer.
+            self.after_block(&name, &data, raw, out);
+            return;
+        }
         self.track(&doc, &data);
         let mut edits = Vec::new();
-        let mut fed = Vec::new();
         for (n, site) in doc.sites.iter().enumerate() {
             let text = unescape(&data[site.span.start + 1..site.span.end - 1]);
             if self.blocked.is_some() {
@@ -188,7 +202,6 @@ impl StreamGuard {
             }
             let new = match site.chan {
                 Some(ch) => {
-                    fed.push(ch);
                     let close = doc.closes(ch);
                     let new = self.feed_text(ch, &text, close);
                     if !close && let Some(c) = self.chans.iter_mut().find(|c| c.key == ch) {
@@ -206,15 +219,6 @@ impl StreamGuard {
             };
             if new != text {
                 edits.push((site.span.clone(), quoted(&new)));
-            }
-        }
-        // Channels this event closes without text of theirs: their held
-        // text goes out just before it.
-        let closing: Vec<Chan> =
-            self.chans.iter().map(|c| c.key).filter(|&k| doc.closes(k) && !fed.contains(&k)).collect();
-        for ch in closing {
-            if self.blocked.is_none() {
-                self.flush(ch, out);
             }
         }
         let blocked_now = self.blocked.is_some();
@@ -348,10 +352,25 @@ impl StreamGuard {
         let text = self.feed_text(ch, "", true);
         let Some(t) = template else { return };
         if text.is_empty() {
+            if self.blocked.is_some() {
+                if self.format == StreamFormat::Gemini {
+                    // The answer's end still says why.
+                    let mut edits = vec![(t.site.clone(), b"\"\"".to_vec())];
+                    edits.extend(t.others.iter().map(|s| (s.clone(), b"\"\"".to_vec())));
+                    safety_finish(&t.data, &mut edits);
+                    let mut data = Vec::new();
+                    splice(&t.data, &mut edits, &mut data);
+                    write_event(&t.name, &data, out);
+                }
+                self.close_blocked(&t.data, out);
+            }
             return;
         }
         let mut edits = vec![(t.site.clone(), quoted(&text))];
         edits.extend(t.others.iter().map(|s| (s.clone(), b"\"\"".to_vec())));
+        if self.blocked.is_some() && self.format == StreamFormat::Gemini {
+            safety_finish(&t.data, &mut edits);
+        }
         let mut data = Vec::new();
         splice(&t.data, &mut edits, &mut data);
         write_event(&t.name, &data, out);

@@ -236,3 +236,33 @@ fn block_ends_the_answer_the_provider_way() {
         }
     }
 }
+
+#[test]
+fn a_block_found_when_a_channel_closes_ends_the_answer_once() {
+    let finishes = [
+        (StreamFormat::OpenAiChat, "content_filter"),
+        (StreamFormat::Anthropic, "refusal"),
+        (StreamFormat::Gemini, "SAFETY"),
+        (StreamFormat::OpenAiResponses, "incomplete"),
+    ];
+    for (format, want) in finishes {
+        // The email is only final when the text ends.
+        let input = stream(format, &["Mail", " jane@example.co", "m"]);
+        let mut g = guard(Action::Block, format);
+        let out = run(&mut g, &input, &[]);
+        assert!(g.blocked.is_some(), "{format:?}");
+        assert!(!out.contains("jane"), "{format:?}:\n{out}");
+        let (text, finish) = client_view(format, &out);
+        assert_eq!((text.as_str(), finish.as_str()), ("Mail ", want), "{format:?}:\n{out}");
+        let finishes = match format {
+            StreamFormat::OpenAiChat => out.matches("\"finish_reason\":\"").count(),
+            StreamFormat::Anthropic => out.matches("\"stop_reason\":\"").count(),
+            StreamFormat::Gemini => out.matches("\"finishReason\"").count(),
+            StreamFormat::OpenAiResponses => out.matches("event: response.incomplete").count(),
+        };
+        assert_eq!(finishes, 1, "{format:?}:\n{out}");
+        if format == StreamFormat::Anthropic {
+            assert_eq!(out.matches("event: content_block_stop").count(), 1, "{out}");
+        }
+    }
+}
