@@ -1,13 +1,18 @@
 //! Guardrails: named policies that look for personal data, secrets and
-//! listed words in what a model reads, and redact, block or flag what they
-//! find (`[guardrails.NAME]` in the config).
+//! listed words in what a model reads and writes, and redact, block or flag
+//! what they find (`[guardrails.NAME]` in the config).
 //!
-//! - `detect.rs` — the detectors, compiled per policy into one RegexSet;
-//! - `json.rs`   — the strings of a body a model reads, and their rewrite.
+//! - `detect.rs` — the detectors, compiled per policy into one RegexSet,
+//!   and where on a live text a finding could still begin;
+//! - `json.rs`   — the strings of a request body a model reads, and their
+//!   rewrite;
+//! - `sites.rs`  — the text strings of an answer, per provider format;
+//! - `answer.rs` — response policies on a whole answer (redact, withhold);
+//! - `stream.rs` — one policy over text arriving in pieces, with hold-back;
+//! - `events.rs` — response policies on a live event stream.
 //!
-//! Request side only for now: the response side (streams with a hold-back
-//! of a few words), pseudonymization and the injection and moderation
-//! checks come next; the config refuses them rather than ignore them.
+//! Pseudonymization and the injection and moderation checks come next; the
+//! config refuses them rather than ignore them.
 
 pub mod answer;
 pub mod detect;
