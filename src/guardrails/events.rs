@@ -28,6 +28,11 @@ use super::{
 };
 use crate::{config::Action, providers::StreamFormat, tap::sse::MAX_EVENT};
 
+/// Channels held at once: an upstream that opens more (choice indices
+/// without end) has the text of the others read whole, event by event, so
+/// memory stays bounded whatever it sends.
+const MAX_CHANNELS: usize = 64;
+
 /// A channel's last delta event: a flush is written like it.
 #[derive(Debug)]
 struct Template {
@@ -200,8 +205,9 @@ impl StreamGuard {
                 edits.push((site.span.clone(), b"\"\"".to_vec()));
                 continue;
             }
+            let known = |ch: Chan| self.chans.iter().any(|c| c.key == ch) || self.chans.len() < MAX_CHANNELS;
             let new = match site.chan {
-                Some(ch) => {
+                Some(ch) if known(ch) => {
                     let close = doc.closes(ch);
                     let new = self.feed_text(ch, &text, close);
                     if !close && let Some(c) = self.chans.iter_mut().find(|c| c.key == ch) {
@@ -215,7 +221,7 @@ impl StreamGuard {
                     }
                     new
                 }
-                None => self.whole(&text),
+                _ => self.whole(&text),
             };
             if new != text {
                 edits.push((site.span.clone(), quoted(&new)));
@@ -243,7 +249,11 @@ impl StreamGuard {
             StreamFormat::Anthropic => {
                 let index = sites::uint(data, b"index").unwrap_or(0);
                 match &doc.kind[..] {
-                    b"content_block_start" if !self.open_blocks.contains(&index) => self.open_blocks.push(index),
+                    b"content_block_start"
+                        if !self.open_blocks.contains(&index) && self.open_blocks.len() < MAX_CHANNELS =>
+                    {
+                        self.open_blocks.push(index)
+                    }
                     b"content_block_stop" => self.open_blocks.retain(|&b| b != index),
                     _ => {}
                 }
@@ -252,7 +262,7 @@ impl StreamGuard {
                 each(data, b"choices", |cs| {
                     elements(cs, |pos, c| {
                         let i = sites::uint(c, b"index").unwrap_or(pos);
-                        if !self.choices.contains(&i) {
+                        if !self.choices.contains(&i) && self.choices.len() < MAX_CHANNELS {
                             self.choices.push(i);
                         }
                     })

@@ -266,3 +266,18 @@ fn a_block_found_when_a_channel_closes_ends_the_answer_once() {
         }
     }
 }
+
+#[test]
+fn channels_are_bounded_whatever_the_upstream_sends() {
+    let mut g = guard(Action::Redact, StreamFormat::OpenAiChat);
+    let mut out = Vec::new();
+    for i in 0..10_000 {
+        let chunk =
+            format!("data: {{\"choices\":[{{\"index\":{i},\"delta\":{{\"content\":\"mail a{i}@b.co x\"}}}}]}}\n\n");
+        g.feed(chunk.as_bytes(), &mut out);
+    }
+    assert!(g.chans.len() <= MAX_CHANNELS && g.choices.len() <= MAX_CHANNELS);
+    g.finish(&mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("@b.co"), "every channel's text is redacted, held or not");
+}
