@@ -61,9 +61,12 @@ pub enum GatewayError {
     },
     /// A guardrail policy found what it blocks in the request (nothing was
     /// sent upstream). Names the detector, never the matched text.
+    /// `anthropic`: the request came to the Messages API, whose SDKs read
+    /// Anthropic's error shape.
     ContentBlocked {
         policy: String,
         detector: String,
+        anthropic: bool,
     },
     /// A field the target provider's API has no equivalent for: refused
     /// rather than silently dropped.
@@ -357,7 +360,7 @@ impl GatewayError {
                 format!("model `{model}` is neither a route nor \"provider/model\" with a configured provider")
             }
             GatewayError::InvalidBody { param, why } => format!("invalid `{param}`: {why}"),
-            GatewayError::ContentBlocked { policy, detector } => {
+            GatewayError::ContentBlocked { policy, detector, .. } => {
                 format!("blocked by guardrail policy \"{policy}\": the request contains {detector}")
             }
             GatewayError::UnsupportedField { field, provider_kind } => {
@@ -457,8 +460,14 @@ impl GatewayError {
         }
     }
 
-    /// The JSON body: `{"error":{"message","type","param","code"}}`.
+    /// The JSON body: `{"error":{"message","type","param","code"}}`
+    /// (a guardrail block on the Messages API: Anthropic's
+    /// `{"type":"error","error":{"type","message"}}`).
     pub fn body(&self) -> String {
+        if let GatewayError::ContentBlocked { anthropic: true, .. } = self {
+            let m = serde_json::Value::from(self.message());
+            return format!(r#"{{"type":"error","error":{{"type":"invalid_request_error","message":{m}}}}}"#);
+        }
         let param = match self {
             GatewayError::InvalidBody { param, .. } => Some(*param),
             GatewayError::ContentBlocked { policy, .. } => Some(policy.as_str()),

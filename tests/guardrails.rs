@@ -123,6 +123,14 @@ fn block_refuses_before_anything_is_sent() {
     let unified = format!(r#"{{"model":"mock/m","messages":[{{"role":"user","content":"key {key}"}}]}}"#);
     let r = roundtrip(gw.addr, &post("/v1/chat/completions", &unified));
     assert_eq!((r.status, r.error_code()), (400, "content_blocked".to_string()));
+    // The Messages API gets Anthropic's error shape (its SDKs read that).
+    let anth = format!(r#"{{"model":"claude","max_tokens":8,"messages":[{{"role":"user","content":"key {key}"}}]}}"#);
+    let r = roundtrip(gw.addr, &post("/mock/v1/messages", &anth));
+    let v = r.json();
+    assert_eq!((r.status, v["type"].as_str()), (400, Some("error")), "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("secrets") && message.contains("secret") && !message.contains(key), "{message}");
     // A secret in a duplicate key does not slip past: either refusal.
     let dup = format!(
         r#"{{"model":"m","messages":[{{"role":"user","content":"ok"}}],"messages":[{{"role":"user","content":"{key}"}}]}}"#

@@ -43,7 +43,13 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
         }
         Verdict::Block { policy, detector, events } => {
             ctx.guard.events = events;
-            Err(GatewayError::ContentBlocked { policy: policy.to_string(), detector: detector.to_string() })
+            let target = req.head.target();
+            let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
+            Err(GatewayError::ContentBlocked {
+                policy: policy.to_string(),
+                detector: detector.to_string(),
+                anthropic: path.ends_with(b"/v1/messages"),
+            })
         }
         // Forwarding what the policies could not read would let anything
         // through them.
