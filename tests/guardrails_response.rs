@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use common::*;
 use serde_json::Value;
@@ -190,17 +190,9 @@ fn block_ends_answers_the_way_each_provider_does() {
     );
 }
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("AIGW_SDK_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
-    venv.exists().then_some(venv)
-}
-
 #[test]
 fn the_openai_sdk_reads_redacted_and_blocked_answers() {
-    let python = python().expect("no Python with the openai SDK: .ci/run makes target/sdk-venv");
+    let python = sdk_python();
     let mock = mock();
     let gw = start(&mock);
     let script = r#"

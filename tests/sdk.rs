@@ -13,18 +13,6 @@ use std::{path::PathBuf, process::Command};
 
 use common::*;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("AIGW_SDK_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the openai SDK: run `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install openai` (.ci/run does)"
-    );
-    venv
-}
-
 #[test]
 fn openai_sdk_against_openai_anthropic_and_gemini_upstreams() {
     let m = mock();
@@ -38,7 +26,7 @@ fn openai_sdk_against_openai_anthropic_and_gemini_upstreams() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk.py");
     for model in ["mock/gpt-4o-mini", "anth/claude-x", "claude", "gem/gemini-x"] {
         let out =
-            Command::new(python()).arg(&script).arg(format!("http://{}/v1", gw.addr)).arg(model).output().unwrap();
+            Command::new(sdk_python()).arg(&script).arg(format!("http://{}/v1", gw.addr)).arg(model).output().unwrap();
         assert!(
             out.status.success(),
             "{model}:\n{}\n{}",

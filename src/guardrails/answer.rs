@@ -8,7 +8,7 @@ use super::{
     Direction, Event, Guardrails,
     events::incomplete_edits,
     json::unescape,
-    sites::{self, each, elements, quoted, span_of, splice},
+    sites::{self, each, elements, quoted, set_member, span_of, splice},
 };
 use crate::{config::Action, providers::StreamFormat};
 
@@ -85,7 +85,7 @@ pub fn withheld(format: StreamFormat, body: &[u8]) -> Vec<u8> {
             elements(cs, |_, c| {
                 each(c, b"message", |m| set(&mut edits, m, br#"{"role":"assistant","content":null,"refusal":null}"#));
                 each(c, b"text", |t| set(&mut edits, t, b"\"\""));
-                finish(body, c, b"finish_reason", b"\"content_filter\"", &mut edits);
+                set_member(body, c, b"finish_reason", b"\"content_filter\"", &mut edits);
             })
         }),
         StreamFormat::Anthropic => {
@@ -95,7 +95,7 @@ pub fn withheld(format: StreamFormat, body: &[u8]) -> Vec<u8> {
         StreamFormat::Gemini => each(body, b"candidates", |cs| {
             elements(cs, |_, c| {
                 each(c, b"content", |v| set(&mut edits, v, br#"{"role":"model","parts":[]}"#));
-                finish(body, c, b"finishReason", b"\"SAFETY\"", &mut edits);
+                set_member(body, c, b"finishReason", b"\"SAFETY\"", &mut edits);
             })
         }),
         StreamFormat::OpenAiResponses => incomplete_edits(body, body, &mut edits),
@@ -103,22 +103,4 @@ pub fn withheld(format: StreamFormat, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     splice(body, &mut edits, &mut out);
     out
-}
-
-/// Sets member `name` of object `obj` (inside `doc`) to `value`, adding it
-/// when it is missing.
-fn finish(doc: &[u8], obj: &[u8], name: &[u8], value: &[u8], edits: &mut Vec<(Range<usize>, Vec<u8>)>) {
-    let mut has = false;
-    each(obj, name, |v| {
-        has = true;
-        edits.push((span_of(doc, v), value.to_vec()));
-    });
-    if !has {
-        let at = span_of(doc, obj).start + 1;
-        let mut m = quoted(&String::from_utf8_lossy(name));
-        m.push(b':');
-        m.extend_from_slice(value);
-        m.push(b',');
-        edits.push((at..at, m));
-    }
 }

@@ -23,7 +23,7 @@ use std::{ops::Range, sync::Arc};
 use super::{
     Direction, Event, Guardrails,
     json::unescape,
-    sites::{self, Chan, Doc, each, elements, quoted, raw_str, span_of, splice},
+    sites::{self, Chan, Doc, each, elements, quoted, raw_str, set_member, span_of, splice},
     stream::{LiveText, Mode},
 };
 use crate::{config::Action, providers::StreamFormat, tap::sse::MAX_EVENT};
@@ -34,7 +34,7 @@ use crate::{config::Action, providers::StreamFormat, tap::sse::MAX_EVENT};
 const MAX_CHANNELS: usize = 64;
 
 /// A channel's last delta event: a flush is written like it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Template {
     name: Vec<u8>,
     data: Vec<u8>,
@@ -211,13 +211,17 @@ impl StreamGuard {
                     let close = doc.closes(ch);
                     let new = self.feed_text(ch, &text, close);
                     if !close && let Some(c) = self.chans.iter_mut().find(|c| c.key == ch) {
+                        // Rewritten in place: one event's buffers per channel,
+                        // not an allocation per delta.
+                        let t = c.template.get_or_insert_with(Template::default);
+                        t.name.clear();
+                        t.name.extend_from_slice(&name);
+                        t.data.clear();
+                        t.data.extend_from_slice(&data);
+                        t.site = site.span.clone();
+                        t.others.clear();
                         let others = doc.sites.iter().enumerate().filter(|(m, _)| *m != n);
-                        c.template = Some(Template {
-                            name: name.clone(),
-                            data: data.clone(),
-                            site: site.span.clone(),
-                            others: others.map(|(_, s)| s.span.clone()).collect(),
-                        });
+                        t.others.extend(others.map(|(_, s)| s.span.clone()));
                     }
                     new
                 }
@@ -481,19 +485,7 @@ impl StreamGuard {
 
 /// A Gemini event's candidates end with `finishReason: "SAFETY"`.
 fn safety_finish(data: &[u8], edits: &mut Vec<(Range<usize>, Vec<u8>)>) {
-    each(data, b"candidates", |cs| {
-        elements(cs, |_, c| {
-            let mut has = false;
-            each(c, b"finishReason", |v| {
-                has = true;
-                edits.push((span_of(data, v), b"\"SAFETY\"".to_vec()));
-            });
-            if !has {
-                let at = span_of(data, c).start + 1;
-                edits.push((at..at, b"\"finishReason\":\"SAFETY\",".to_vec()));
-            }
-        })
-    });
+    each(data, b"candidates", |cs| elements(cs, |_, c| set_member(data, c, b"finishReason", b"\"SAFETY\"", edits)));
 }
 
 /// A Responses `response.completed` event turned into the
@@ -511,15 +503,7 @@ pub fn incomplete(data: &[u8]) -> Vec<u8> {
 pub fn incomplete_edits(doc: &[u8], r: &[u8], edits: &mut Vec<(Range<usize>, Vec<u8>)>) {
     each(r, b"status", |v| edits.push((span_of(doc, v), b"\"incomplete\"".to_vec())));
     each(r, b"output", |v| edits.push((span_of(doc, v), b"[]".to_vec())));
-    let mut has = false;
-    each(r, b"incomplete_details", |v| {
-        has = true;
-        edits.push((span_of(doc, v), b"{\"reason\":\"content_filter\"}".to_vec()));
-    });
-    if !has {
-        let at = span_of(doc, r).start + 1;
-        edits.push((at..at, b"\"incomplete_details\":{\"reason\":\"content_filter\"},".to_vec()));
-    }
+    set_member(doc, r, b"incomplete_details", b"{\"reason\":\"content_filter\"}", edits);
 }
 
 /// An event's `event:` name and its `data:` lines joined (None: no data).

@@ -255,6 +255,27 @@ fn output_part(f: &mut Finder<'_>, p: &[u8]) {
     each(p, b"refusal", |v| f.whole(v));
 }
 
+/// Sets every member `name` of object `obj` (inside `doc`) to the JSON
+/// `value`, adding the member first in the object when it is missing.
+pub fn set_member(doc: &[u8], obj: &[u8], name: &[u8], value: &[u8], edits: &mut Vec<(Range<usize>, Vec<u8>)>) {
+    let mut has = false;
+    each(obj, name, |v| {
+        has = true;
+        edits.push((span_of(doc, v), value.to_vec()));
+    });
+    if !has && obj.first() == Some(&b'{') {
+        let at = span_of(doc, obj).start + 1;
+        let mut m = quoted(&String::from_utf8_lossy(name));
+        m.push(b':');
+        m.extend_from_slice(value);
+        // An empty object takes the member without a comma after it.
+        if obj[1..].trim_ascii_start().first() != Some(&b'}') {
+            m.push(b',');
+        }
+        edits.push((at..at, m));
+    }
+}
+
 /// Writes `doc` with each (span, bytes) put in place of its span (spans in
 /// order, not overlapping; an empty span inserts).
 pub fn splice(doc: &[u8], edits: &mut [(Range<usize>, Vec<u8>)], out: &mut Vec<u8>) {

@@ -485,3 +485,17 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Python with the official `openai` SDK: `AIGW_SDK_PYTHON`, else the
+/// venv `.ci/run` makes in `target/sdk-venv`.
+pub fn sdk_python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("AIGW_SDK_PYTHON") {
+        return std::path::PathBuf::from(p);
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the openai SDK: run `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install openai` (.ci/run does)"
+    );
+    venv
+}

@@ -148,6 +148,14 @@ fn client_view(format: StreamFormat, s: &str) -> (String, String) {
 const FORMATS: [StreamFormat; 4] =
     [StreamFormat::OpenAiChat, StreamFormat::Anthropic, StreamFormat::Gemini, StreamFormat::OpenAiResponses];
 
+/// How each format says an answer was stopped by a safety system.
+const SAFETY_FINISHES: [(StreamFormat, &str); 4] = [
+    (StreamFormat::OpenAiChat, "content_filter"),
+    (StreamFormat::Anthropic, "refusal"),
+    (StreamFormat::Gemini, "SAFETY"),
+    (StreamFormat::OpenAiResponses, "incomplete"),
+];
+
 fn run(g: &mut StreamGuard, input: &str, cuts: &[usize]) -> String {
     let mut out = Vec::new();
     let mut at = 0;
@@ -203,13 +211,7 @@ fn clean_streams_pass_unchanged_but_for_the_hold() {
 
 #[test]
 fn block_ends_the_answer_the_provider_way() {
-    let finishes = [
-        (StreamFormat::OpenAiChat, "content_filter"),
-        (StreamFormat::Anthropic, "refusal"),
-        (StreamFormat::Gemini, "SAFETY"),
-        (StreamFormat::OpenAiResponses, "incomplete"),
-    ];
-    for (format, want) in finishes {
+    for (format, want) in SAFETY_FINISHES {
         let input = stream(format, &["Sure: write", " to jane@", "example.com", " or", " call."]);
         let mut g = guard(Action::Block, format);
         let out = run(&mut g, &input, &[]);
@@ -239,13 +241,7 @@ fn block_ends_the_answer_the_provider_way() {
 
 #[test]
 fn a_block_found_when_a_channel_closes_ends_the_answer_once() {
-    let finishes = [
-        (StreamFormat::OpenAiChat, "content_filter"),
-        (StreamFormat::Anthropic, "refusal"),
-        (StreamFormat::Gemini, "SAFETY"),
-        (StreamFormat::OpenAiResponses, "incomplete"),
-    ];
-    for (format, want) in finishes {
+    for (format, want) in SAFETY_FINISHES {
         // The email is only final when the text ends.
         let input = stream(format, &["Mail", " jane@example.co", "m"]);
         let mut g = guard(Action::Block, format);

@@ -88,3 +88,18 @@ fn whole_answers_are_redacted_or_withheld() {
     assert_eq!(v["incomplete_details"]["reason"], "content_filter");
     assert!(matches!(g.check_answer(&[0], StreamFormat::OpenAiChat, b"not json"), AnswerVerdict::Unreadable));
 }
+
+#[test]
+fn set_member_replaces_or_adds_and_keeps_json() {
+    for (obj, want) in [
+        (r#"{"a":1,"f":"x"}"#, r#"{"a":1,"f":"y"}"#),
+        (r#"{"a":1}"#, r#"{"f":"y","a":1}"#),
+        (r#"{ }"#, r#"{"f":"y" }"#),
+    ] {
+        let mut edits = Vec::new();
+        set_member(obj.as_bytes(), obj.as_bytes(), b"f", b"\"y\"", &mut edits);
+        let mut out = Vec::new();
+        splice(obj.as_bytes(), &mut edits, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
