@@ -374,6 +374,9 @@ impl GatewayError {
                     AuthError::Expired => "the gateway key has expired".into(),
                     AuthError::ProviderNotAllowed(p) => format!("this key may not use provider `{p}`"),
                     AuthError::ModelNotAllowed(m) => format!("this key may not use model `{m}`"),
+                    AuthError::UnknownPolicy(p) => {
+                        format!("this key names guardrail policy `{p}`, which the gateway does not define")
+                    }
                 }
             }
             GatewayError::RateLimited { rule, unit, retry_after_s, .. } => {

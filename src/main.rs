@@ -94,6 +94,10 @@ enum KeysAction {
         /// count them); without it they pass, reserved at nothing.
         #[arg(long)]
         deny_unpriced: bool,
+        /// A guardrail policy ([guardrails.NAME] in the gateway's config)
+        /// for this key's requests (repeat); adds to the route's.
+        #[arg(long = "guardrail")]
+        guardrails: Vec<String>,
     },
     /// List keys (ids, names, state, restrictions; never the keys).
     List {
@@ -212,6 +216,7 @@ fn keys(action: KeysAction) -> ExitCode {
             daily_usd,
             monthly_usd,
             deny_unpriced,
+            guardrails,
         } => {
             let expires_in = match expires_in.as_deref().map(parse_days) {
                 None => None,
@@ -221,8 +226,18 @@ fn keys(action: KeysAction) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let new =
-                manage::NewKey { name, providers, models, expires_in, rpm, tpm, daily_usd, monthly_usd, deny_unpriced };
+            let new = manage::NewKey {
+                name,
+                providers,
+                models,
+                expires_in,
+                rpm,
+                tpm,
+                daily_usd,
+                monthly_usd,
+                deny_unpriced,
+                guardrails,
+            };
             manage::create(&file, new).map(|(id, key)| {
                 eprintln!("created key {id} in {} (shown once; store it now):", file.display());
                 println!("{key}");

@@ -122,6 +122,39 @@ fn keys_limited_to_a_model_or_provider() {
 }
 
 #[test]
+fn a_keys_guardrails_add_to_the_routes() {
+    let dir = temp_dir("guard");
+    let file = dir.join("keys.toml");
+    let guarded = create_key(&file, &["--guardrail", "pii", "--guardrail", "pii"]);
+    let plain = create_key(&file, &[]);
+    let typo = create_key(&file, &["--guardrail", "pi"]);
+    assert!(keys_cli(&["list", "--file", file.to_str().unwrap()]).contains("guardrails=pii"));
+    let m = mock();
+    let policy = "[guardrails.pii]\ndetectors = [\"email\"]\nrequest = \"redact\"\n";
+    let gw = keyed_gateway(&file, policy, &m);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"write to jane@example.com"}]}"#;
+    let sent = |key: &str| {
+        let r = roundtrip(gw.addr, &post_with("/mock/echo", body, &format!("Authorization: Bearer {key}\r\n")));
+        (r.status, r.json()["body"].as_str().map(str::to_string).unwrap_or_else(|| r.json().to_string()))
+    };
+    assert_eq!(sent(&guarded), (200, body.replace("jane@example.com", "[EMAIL]")));
+    assert_eq!(sent(&plain), (200, body.to_string()));
+    // A key naming a policy the config lacks is refused, not let through
+    // unguarded; the upstream never sees it.
+    let before = m.requests();
+    let (status, err) = sent(&typo);
+    assert_eq!(status, 403);
+    assert!(err.contains("`pi`") && err.contains("permission_denied"), "{err}");
+    assert_eq!(m.requests(), before);
+    // The CLI refuses a name no policy could have.
+    let out = Command::new(env!("CARGO_BIN_EXE_aigw"))
+        .args(["keys", "create", "--file", file.to_str().unwrap(), "--name", "x", "--guardrail", "p i"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
 fn a_limit_of_n_admits_exactly_n_of_a_burst_across_workers() {
     const N: usize = 20;
     let m = mock();

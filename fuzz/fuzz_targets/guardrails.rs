@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let g = guardrails();
-    let sel = g.select([]);
+    let sel = g.select([], &[]).unwrap_or_default();
     let Verdict::Pass { body, .. } = g.check_request(&sel, data) else { return };
     let Cow::Owned(out) = body else { return };
     if serde_json::from_slice::<serde_json::Value>(data).is_ok() {

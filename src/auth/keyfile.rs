@@ -59,6 +59,11 @@ pub struct KeyRecord {
     /// What the budget does with a model the price table does not know.
     #[serde(default, skip_serializing_if = "OnUnpriced::is_allow")]
     pub on_unpriced: OnUnpriced,
+    /// Guardrail policies (`[guardrails.NAME]` in the gateway's config)
+    /// applied to this key's requests, on top of the server's, the
+    /// route's and the provider's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
 }
 
 /// A budget's answer to a model without a price: let it through (reserved
@@ -184,6 +189,7 @@ impl KeyRecord {
             daily_usd: None,
             monthly_usd: None,
             on_unpriced: OnUnpriced::Allow,
+            guardrails: Vec::new(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct NewKey {
     pub monthly_usd: Option<f64>,
     /// Refuse models without a price (the budget cannot count them).
     pub deny_unpriced: bool,
+    /// Guardrail policies for this key's requests.
+    pub guardrails: Vec<String>,
 }
 
 /// Adds a key; returns the key itself, which is shown once and never
@@ -25,6 +27,15 @@ pub struct NewKey {
 pub fn create(file: &Path, new: NewKey) -> Result<(String, String), String> {
     if new.name.is_empty() {
         return Err("--name must not be empty".into());
+    }
+    // The same rule as policy names in the config: a name that could never
+    // match one is a typo caught now, not a refused request later.
+    if let Some(bad) = new
+        .guardrails
+        .iter()
+        .find(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+    {
+        return Err(format!("--guardrail \"{bad}\": a policy name holds only letters, digits, '-' and '_'"));
     }
     for usd in [new.daily_usd, new.monthly_usd].into_iter().flatten() {
         if !usd.is_finite() || usd < 0.0 {
@@ -42,6 +53,7 @@ pub fn create(file: &Path, new: NewKey) -> Result<(String, String), String> {
         daily_usd: new.daily_usd,
         monthly_usd: new.monthly_usd,
         on_unpriced: if new.deny_unpriced { OnUnpriced::Deny } else { OnUnpriced::Allow },
+        guardrails: new.guardrails,
         ..KeyRecord::named(&new.name)
     };
     let (record, key) = f.create(record, now)?;
@@ -82,6 +94,9 @@ pub fn list(file: &Path) -> Result<String, String> {
             if let Some(v) = v {
                 extra.push(format!("{n}={v}"));
             }
+        }
+        if !k.guardrails.is_empty() {
+            extra.push(format!("guardrails={}", k.guardrails.join(",")));
         }
         if k.on_unpriced == OnUnpriced::Deny {
             extra.push("on_unpriced=deny".into());

@@ -41,6 +41,9 @@ pub struct GatewayKey {
     pub daily_usd: Option<f64>,
     pub monthly_usd: Option<f64>,
     pub on_unpriced: keyfile::OnUnpriced,
+    /// Guardrail policy names, checked against the config per request (the
+    /// key file can change without a restart).
+    pub guardrails: Vec<String>,
 }
 
 /// Why a request was refused.
@@ -52,6 +55,9 @@ pub enum AuthError {
     Expired,
     ProviderNotAllowed(String),
     ModelNotAllowed(String),
+    /// The key names a guardrail policy the config does not define: its
+    /// requests are refused rather than sent unguarded.
+    UnknownPolicy(String),
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +87,7 @@ impl KeySet {
                 daily_usd: r.daily_usd,
                 monthly_usd: r.monthly_usd,
                 on_unpriced: r.on_unpriced,
+                guardrails: r.guardrails.clone(),
             };
             if by_id.insert(r.id.clone(), Arc::new(key)).is_some() {
                 return Err(format!("key id {} appears twice", r.id));

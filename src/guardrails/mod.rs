@@ -110,8 +110,15 @@ impl Guardrails {
     }
 
     /// The policies for one request: the server's, then those of each list
-    /// given (provider, route, key), each once, in that order.
-    pub fn select<'n>(&self, lists: impl IntoIterator<Item = &'n [String]>) -> Vec<usize> {
+    /// given (provider, route), each once, in that order, then the calling
+    /// key's. The config's lists were checked at start; a key's come from
+    /// the key file, which changes without a restart, so a name it gives
+    /// that no policy has is returned as the error.
+    pub fn select<'n>(
+        &self,
+        lists: impl IntoIterator<Item = &'n [String]>,
+        key: &'n [String],
+    ) -> Result<Vec<usize>, &'n str> {
         let mut out = self.server.clone();
         for name in lists.into_iter().flatten() {
             if let Some(&i) = self.by_name.get(name)
@@ -120,7 +127,14 @@ impl Guardrails {
                 out.push(i);
             }
         }
-        out
+        for name in key {
+            match self.by_name.get(name) {
+                Some(&i) if !out.contains(&i) => out.push(i),
+                Some(_) => {}
+                None => return Err(name),
+            }
+        }
+        Ok(out)
     }
 
     /// Of the selected policies, those that act on answers, in order.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::{Worker, ctx::RequestCtx, resolve::Resolved};
 use crate::{
+    auth::AuthError,
     error::GatewayError,
     guardrails::{Verdict, answer::AnswerVerdict, events::StreamGuard},
     providers::StreamFormat,
@@ -23,12 +24,15 @@ use crate::{
 /// refuse the request or rewrite its body (`ctx.guard.body`).
 pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Resolved<'_>) -> Result<(), GatewayError> {
     let g = &w.shared.guardrails;
-    if g.is_empty() {
+    let key = ctx.identity.key.as_ref().map_or(&[][..], |k| &k.guardrails[..]);
+    if g.is_empty() && key.is_empty() {
         return Ok(());
     }
     let route = target.route.as_ref().map(|r| &r.guardrails[..]);
     let providers = target.candidates.iter().map(|c| &c.up.guardrails[..]);
-    let selected = g.select(route.into_iter().chain(providers));
+    let selected = g
+        .select(route.into_iter().chain(providers), key)
+        .map_err(|name| GatewayError::Forbidden(AuthError::UnknownPolicy(name.to_string())))?;
     if selected.is_empty() {
         return Ok(());
     }
