@@ -1,5 +1,6 @@
 //! Guardrail benchmarks: how fast the built-in detector set scans text
-//! (MiB/s on prose, on digit-heavy text, and with findings to validate),
+//! (MiB/s on prose, on digit-heavy text, and with findings to validate;
+//! on prose with the prompt-injection rules as well),
 //! and what the live-stream redactor costs per delta.
 //!
 //! Decision they inform: whether a pii policy on both directions is cheap
@@ -49,7 +50,18 @@ fn scan(c: &mut Criterion) {
             })
         });
     }
+    // The request side with the prompt-injection rules added: normalising
+    // a copy of the text is the added cost.
+    let with_injection = detector().with_injection(aigw::guardrails::injection::DEFAULT_THRESHOLD);
     let t = text(PROSE, 64 * 1024);
+    g.throughput(Throughput::Bytes(t.len() as u64));
+    let mut out = Vec::new();
+    g.bench_function("prose_with_injection", |b| {
+        b.iter(|| {
+            with_injection.find_request(black_box(&t), &mut out);
+            out.len()
+        })
+    });
     g.bench_function("memchr_baseline", |b| b.iter(|| memchr::memchr_iter(b'@', black_box(t.as_bytes())).count()));
     g.finish();
 }
@@ -84,6 +96,7 @@ fn events(c: &mut Criterion) {
         detectors: Builtin::ALL.to_vec(),
         patterns: Vec::new(),
         words: Vec::new(),
+        injection: None,
         request: Action::Off,
         response: Action::Redact,
     };

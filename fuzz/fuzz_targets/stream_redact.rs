@@ -42,6 +42,7 @@ fn guardrails() -> Arc<Guardrails> {
             detectors: Builtin::ALL.to_vec(),
             patterns: custom(),
             words: words(),
+            injection: None,
             request: Action::Off,
             response: Action::Redact,
         };

@@ -18,6 +18,8 @@ pub struct RawPolicy {
     pub words: Vec<String>,
     pub request: Option<String>,
     pub response: Option<String>,
+    /// The prompt_injection detector's score threshold.
+    pub threshold: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,13 +52,15 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub name: String,
     pub detectors: Vec<Builtin>,
     /// (name, regex), in file order.
     pub patterns: Vec<(String, String)>,
     pub words: Vec<String>,
+    /// `prompt_injection` is among the detectors: its score threshold.
+    pub injection: Option<f64>,
     pub request: Action,
     pub response: Action,
 }
@@ -74,24 +78,32 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
         errors.push(format!("guardrails.{name}"), "name may hold only letters, digits, '-' and '_'");
     }
     let mut detectors = Vec::new();
+    let mut injection = false;
     for d in &raw.detectors {
         match Builtin::parse(d) {
             Some(b) if !detectors.contains(&b) => detectors.push(b),
             Some(_) => {}
-            None if d == "prompt_injection" => errors.push(
-                at("detectors"),
-                "\"prompt_injection\" is not built yet; the built-in detectors are email, phone, credit_card, \
-                 iban, us_ssn, ip_address and secret",
-            ),
+            None if d == "prompt_injection" => injection = true,
             None => errors.push(
                 at("detectors"),
                 format!(
-                    "unknown detector \"{d}\"; one of: {}",
+                    "unknown detector \"{d}\"; one of: {}, prompt_injection",
                     Builtin::ALL.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
                 ),
             ),
         }
     }
+    let threshold = match raw.threshold {
+        Some(_) if !injection => {
+            errors.push(at("threshold"), "applies to the prompt_injection detector, which this policy does not use");
+            None
+        }
+        Some(t) if !(t.is_finite() && t > 0.0 && t <= 100.0) => {
+            errors.push(at("threshold"), "a score above 0 and at most 100");
+            None
+        }
+        t => t,
+    };
     if raw.patterns.len() > MAX_PATTERNS {
         errors.push(at("patterns"), format!("at most {MAX_PATTERNS} patterns"));
     }
@@ -115,7 +127,7 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
     if raw.words.len() > MAX_WORDS || raw.words.iter().any(|w| w.trim().is_empty() || w.len() > MAX_LEN) {
         errors.push(at("words"), format!("at most {MAX_WORDS} words, none empty or over {MAX_LEN} bytes"));
     }
-    if detectors.is_empty() && patterns.is_empty() && raw.words.is_empty() {
+    if detectors.is_empty() && !injection && patterns.is_empty() && raw.words.is_empty() {
         errors.push(format!("guardrails.{name}"), "a policy needs detectors, patterns or words");
     }
     let action = |errors: &mut Errors, key: &str, v: Option<&str>, default: Action| match v {
@@ -146,6 +158,7 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
         detectors,
         patterns,
         words: raw.words,
+        injection: injection.then(|| threshold.unwrap_or(crate::guardrails::injection::DEFAULT_THRESHOLD)),
         request: request.unwrap_or(Action::Off),
         response: response.unwrap_or(Action::Off),
     })

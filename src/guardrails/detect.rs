@@ -18,6 +18,8 @@
 use std::ops::Range;
 
 use regex::{Regex, RegexSet};
+
+use super::injection::Injection;
 use regex_automata::{
     Anchored, Input, MatchKind,
     hybrid::dfa::{Cache, DFA},
@@ -126,6 +128,8 @@ pub enum Kind {
     },
     /// The policy's `words`, matched case-insensitively on word boundaries.
     Words,
+    /// The scored prompt-injection rules (`injection.rs`).
+    PromptInjection,
 }
 
 impl Kind {
@@ -134,6 +138,7 @@ impl Kind {
             Kind::Builtin(b) => b.name(),
             Kind::Custom { name, .. } => name,
             Kind::Words => "words",
+            Kind::PromptInjection => "prompt_injection",
         }
     }
 
@@ -142,6 +147,7 @@ impl Kind {
             Kind::Builtin(b) => b.label(),
             Kind::Custom { label, .. } => label,
             Kind::Words => "WORD",
+            Kind::PromptInjection => "PROMPT_INJECTION",
         }
     }
 }
@@ -177,6 +183,9 @@ pub struct Detector {
     live: std::sync::Arc<DFA>,
     /// The lazy DFA's caches, one per thread that uses it.
     caches: Pool<Cache, CacheFn>,
+    /// The prompt-injection rules, with the kind index they report as;
+    /// requests only (`find_request`).
+    injection: Option<(Injection, usize)>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -236,7 +245,35 @@ impl Detector {
         let live = std::sync::Arc::new(live);
         let for_caches = live.clone();
         let caches: Pool<Cache, CacheFn> = Pool::new(Box::new(move || for_caches.create_cache()));
-        Ok(Detector { set, rules, kinds, live, caches })
+        Ok(Detector { set, rules, kinds, live, caches, injection: None })
+    }
+
+    /// Adds the prompt-injection rules, scored against `threshold`.
+    pub fn with_injection(mut self, threshold: f64) -> Detector {
+        self.kinds.push(Kind::PromptInjection);
+        self.injection = Some((Injection::new(threshold), self.kinds.len() - 1));
+        self
+    }
+
+    /// The findings in a string of a request: `find`'s, and the
+    /// prompt-injection rules' where the policy has them (an injection
+    /// finding overlapping another keeps the earlier one).
+    pub fn find_request(&self, text: &str, out: &mut Vec<Finding>) {
+        self.find(text, out);
+        let Some((inj, kind)) = &self.injection else { return };
+        let before = out.len();
+        inj.find(text, *kind, out);
+        if out.len() > before && before > 0 {
+            out.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
+            let mut end = 0;
+            out.retain(|f| {
+                let keep = f.span.start >= end;
+                if keep {
+                    end = f.span.end;
+                }
+                keep
+            });
+        }
     }
 
     /// The earliest char boundary at or after `from` where a finding could

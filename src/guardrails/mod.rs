@@ -7,16 +7,18 @@
 //! - `json.rs`   — the strings of a request body a model reads, and their
 //!   rewrite;
 //! - `sites.rs`  — the text strings of an answer, per provider format;
+//! - `injection.rs` — the scored prompt-injection rules (requests only);
 //! - `answer.rs` — response policies on a whole answer (redact, withhold);
 //! - `stream.rs` — one policy over text arriving in pieces, with hold-back;
 //! - `events.rs` — response policies on a live event stream.
 //!
-//! Pseudonymization and the injection and moderation checks come next; the
-//! config refuses them rather than ignore them.
+//! Pseudonymization and the moderation check come next; the config refuses
+//! them rather than ignore them.
 
 pub mod answer;
 pub mod detect;
 pub mod events;
+pub mod injection;
 pub mod json;
 pub mod sites;
 pub mod stream;
@@ -88,8 +90,11 @@ impl Guardrails {
     pub fn new(policies: &[config::Policy], server: &[String]) -> Result<Guardrails, String> {
         let mut compiled = Vec::with_capacity(policies.len());
         for p in policies {
-            let detector = Detector::new(&p.detectors, &p.patterns, &p.words)
+            let mut detector = Detector::new(&p.detectors, &p.patterns, &p.words)
                 .map_err(|e| format!("guardrails.{}: {e}", p.name))?;
+            if let Some(threshold) = p.injection {
+                detector = detector.with_injection(threshold);
+            }
             let names = detector.kinds.iter().map(|k| Arc::from(k.name())).collect();
             compiled.push(Policy {
                 name: Arc::from(p.name.as_str()),
@@ -160,7 +165,7 @@ impl Guardrails {
             let mut changes = Vec::new();
             for span in spans {
                 let text = json::unescape(&body[span.start + 1..span.end - 1]);
-                p.detector.find(&text, &mut findings);
+                p.detector.find_request(&text, &mut findings);
                 if findings.is_empty() {
                     continue;
                 }

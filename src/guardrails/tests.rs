@@ -7,6 +7,7 @@ fn policy(name: &str, detectors: &[Builtin], request: Action) -> config::Policy 
         detectors: detectors.to_vec(),
         patterns: Vec::new(),
         words: Vec::new(),
+        injection: None,
         request,
         response: Action::Off,
     }

@@ -17,6 +17,7 @@ fn guard(response: Action, format: StreamFormat) -> StreamGuard {
         detectors: Builtin::ALL.to_vec(),
         patterns: vec![("employee_id".into(), r"EMP-\d{6}".into())],
         words: vec!["project aurora".into()],
+        injection: None,
         request: Action::Off,
         response,
     };

@@ -38,6 +38,7 @@ fn guardrails(response: Action) -> Guardrails {
         detectors: vec![Builtin::Email],
         patterns: Vec::new(),
         words: Vec::new(),
+        injection: None,
         request: Action::Off,
         response,
     };
