@@ -231,3 +231,48 @@ for model in ["mock/gpt-4o-mini", "anth/claude-x", "gem/gemini-x"]:
         assert!(!line.contains("sk-proj"), "{line}");
     }
 }
+
+#[test]
+fn pseudonymized_values_come_back_to_the_client_exactly() {
+    let mock = mock();
+    let policy = "[guardrails.pseudo]\ndetectors = [\"email\", \"phone\"]\nrequest = \"pseudonymize\"\n";
+    let toml = format!(
+        "[cache]\n{}cache_ttl = \"60s\"\nguardrails = [\"pseudo\"]\n{}guardrails = [\"pseudo\"]\n{policy}",
+        provider("ps", "mock", mock.addr),
+        provider("anth", "anthropic", mock.addr),
+    );
+    let gw = Gateway::start("", &toml);
+    // What the provider sees: numbered placeholders, one per value.
+    let ask = r#"{"model":"m","messages":[{"role":"user","content":"Write to jane@corp.example and bob@corp.example, cc jane@corp.example, call +1 415 555 2671."}]}"#;
+    let r = roundtrip(gw.addr, &post("/ps/echo", ask));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["body"].as_str().unwrap(),
+        r#"{"model":"m","messages":[{"role":"user","content":"Write to [EMAIL_1] and [EMAIL_2], cc [EMAIL_1], call [PHONE_1]."}]}"#
+    );
+    let ask_stream = ask.replacen(r#""model":"m","#, r#""model":"m","stream":true,"#, 1);
+    let answer = "Sent to [EMAIL_2] and [EMAIL_1]; [PHONE_1] is busy; [EMAIL_7] is not yours.";
+    let want = "Sent to bob@corp.example and jane@corp.example; +1 415 555 2671 is busy; [EMAIL_7] is not yours.";
+    // Whole answers.
+    let r = roundtrip(gw.addr, &post_with("/ps/v1/chat/completions", ask, &content(&[answer])));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], want);
+    // Nothing was stored or served from the cache: the mapping is this
+    // request's alone.
+    assert_eq!(r.header("x-aigw-cache-status"), Some("BYPASS"));
+    let r = roundtrip(gw.addr, &post_with("/ps/v1/chat/completions", ask, &content(&[answer])));
+    assert_eq!(r.header("x-aigw-cache-status"), Some("BYPASS"));
+    // Streams: a placeholder split between two chunks at every byte, on
+    // the provider's own format and translated by the unified endpoint.
+    let unified = ask_stream.replacen(r#""model":"m""#, r#""model":"anth/claude-x""#, 1);
+    let at = answer.find("[EMAIL_2]").unwrap();
+    for cut in at..=at + "[EMAIL_2]".len() {
+        let pieces = content(&[&answer[..cut], &answer[cut..]]);
+        for (path, body) in [("/ps/v1/chat/completions", &ask_stream), ("/v1/chat/completions", &unified)] {
+            let r = roundtrip(gw.addr, &post_with(path, body, &pieces));
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(streamed_text(&r.body).0, want, "{path}, cut at {cut}:\n{}", String::from_utf8_lossy(&r.body));
+        }
+    }
+    let line = "aigw_guardrail_actions_total{policy=\"pseudo\",detector=\"email\",action=\"pseudonymize\",direction=\"request\"}";
+    assert!(eventually(Duration::from_secs(10), || metric(&metrics_text(gw.admin), line) >= 3.0));
+}

@@ -39,6 +39,9 @@ pub enum Action {
     Redact,
     /// Request side: 400 `content_blocked`, nothing sent upstream.
     Block,
+    /// Request side: each finding becomes a numbered placeholder
+    /// (`[EMAIL_1]`), restored in the answer the client receives.
+    Pseudonymize,
 }
 
 impl Action {
@@ -48,6 +51,7 @@ impl Action {
             Action::Flag => "flag",
             Action::Redact => "redact",
             Action::Block => "block",
+            Action::Pseudonymize => "pseudonymize",
         }
     }
 }
@@ -136,8 +140,9 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
         Some("flag") => Some(Action::Flag),
         Some("redact") => Some(Action::Redact),
         Some("block") => Some(Action::Block),
-        Some("pseudonymize") if key == "request" => {
-            errors.push(at(key), "\"pseudonymize\" is not built yet: use redact, block, flag or off");
+        Some("pseudonymize") if key == "request" => Some(Action::Pseudonymize),
+        Some(other) if key == "request" => {
+            errors.push(at(key), format!("\"{other}\": one of redact, pseudonymize, block, flag, off"));
             None
         }
         Some(other) => {

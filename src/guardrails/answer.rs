@@ -8,6 +8,7 @@ use super::{
     Direction, Event, Guardrails,
     events::incomplete_edits,
     json::unescape,
+    pseudonym::{Pseudonyms, restore},
     sites::{self, each, elements, quoted, set_member, span_of, splice},
 };
 use crate::{config::Action, providers::StreamFormat};
@@ -26,8 +27,15 @@ pub enum AnswerVerdict {
 
 impl Guardrails {
     /// Runs the response-side `policies` (indices with a response action)
-    /// over a whole answer in `format`.
-    pub fn check_answer(&self, policies: &[usize], format: StreamFormat, body: &[u8]) -> AnswerVerdict {
+    /// over a whole answer in `format`, then restores the request's
+    /// `pseudonyms` (restored values are not redacted again).
+    pub fn check_answer(
+        &self,
+        policies: &[usize],
+        format: StreamFormat,
+        body: &[u8],
+        pseudonyms: Option<&Pseudonyms>,
+    ) -> AnswerVerdict {
         let mut events = Vec::new();
         let mut cur: Option<Vec<u8>> = None;
         let mut findings = Vec::new();
@@ -64,6 +72,24 @@ impl Guardrails {
                     detector: p.names[kind].to_string(),
                     events,
                 };
+            }
+            if !edits.is_empty() {
+                let mut next = Vec::with_capacity(doc_bytes.len() + 64);
+                splice(doc_bytes, &mut edits, &mut next);
+                cur = Some(next);
+            }
+        }
+        if let (Some(map), Some(det)) = (pseudonyms, &self.restorer)
+            && !map.is_empty()
+        {
+            let doc_bytes = cur.as_deref().unwrap_or(body);
+            let Some(doc) = sites::find(format, doc_bytes, false) else { return AnswerVerdict::Unreadable };
+            let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+            for site in &doc.sites {
+                let text = unescape(&doc_bytes[site.span.start + 1..site.span.end - 1]);
+                if let Some(restored) = restore(det, map, &text) {
+                    edits.push((site.span.clone(), quoted(&restored)));
+                }
             }
             if !edits.is_empty() {
                 let mut next = Vec::with_capacity(doc_bytes.len() + 64);

@@ -23,6 +23,7 @@ use std::{ops::Range, sync::Arc};
 use super::{
     Direction, Event, Guardrails,
     json::unescape,
+    pseudonym::Pseudonyms,
     sites::{self, Chan, Doc, each, elements, quoted, raw_str, set_member, span_of, splice},
     stream::{LiveText, Mode},
 };
@@ -48,6 +49,8 @@ struct Channel {
     key: Chan,
     /// One per active policy, in order.
     lives: Vec<LiveText>,
+    /// After them: the request's placeholders restored.
+    restore: Option<LiveText>,
     template: Option<Template>,
 }
 
@@ -73,6 +76,8 @@ pub struct StreamGuard {
     open_blocks: Vec<u32>,
     /// OpenAI choice indices seen (each gets its content_filter finish).
     choices: Vec<u32>,
+    /// The request's pseudonyms, restored after the policies ran.
+    pseudonyms: Option<Arc<Pseudonyms>>,
 }
 
 impl StreamGuard {
@@ -88,7 +93,17 @@ impl StreamGuard {
             blocked: None,
             open_blocks: Vec::new(),
             choices: Vec::new(),
+            pseudonyms: None,
         }
+    }
+
+    /// Restores the request's placeholders as the last stage (after the
+    /// policies, so restored values are not redacted again).
+    pub fn restoring(mut self, map: Arc<Pseudonyms>) -> StreamGuard {
+        if self.g.restorer.is_some() && !map.is_empty() {
+            self.pseudonyms = Some(map);
+        }
+        self
     }
 
     /// Takes the next bytes of the stream; writes what may go out.
@@ -290,7 +305,8 @@ impl StreamGuard {
                         LiveText::new(mode, p.names.len())
                     })
                     .collect();
-                self.chans.push(Channel { key: ch, lives, template: None });
+                let restore = self.pseudonyms.clone().map(LiveText::restoring);
+                self.chans.push(Channel { key: ch, lives, restore, template: None });
                 self.chans.len() - 1
             }
         };
@@ -312,6 +328,15 @@ impl StreamGuard {
                 self.blocked = Some(Blocked { policy: p.name.clone(), detector: p.names[kind].clone() });
                 break;
             }
+        }
+        if let (Some(live), Some(det)) = (self.chans[idx].restore.as_mut(), self.g.restorer.as_ref()) {
+            let mut next = String::with_capacity(cur.len());
+            live.push(det, &cur, &mut next);
+            // A blocked answer ends here: what it delivers is final.
+            if close || self.blocked.is_some() {
+                live.finish(det, &mut next);
+            }
+            cur = next;
         }
         if close && let Some(i) = self.chans.iter().position(|c| c.key == ch) {
             let c = self.chans.swap_remove(i);
@@ -355,6 +380,11 @@ impl StreamGuard {
                 }
                 _ => {}
             }
+        }
+        if let (Some(map), Some(det)) = (&self.pseudonyms, &self.g.restorer)
+            && let Some(restored) = super::pseudonym::restore(det, map, &cur)
+        {
+            cur = restored;
         }
         cur
     }

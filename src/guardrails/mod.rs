@@ -8,24 +8,28 @@
 //!   rewrite;
 //! - `sites.rs`  — the text strings of an answer, per provider format;
 //! - `injection.rs` — the scored prompt-injection rules (requests only);
+//! - `pseudonym.rs` — numbered placeholders and their restore in answers;
 //! - `answer.rs` — response policies on a whole answer (redact, withhold);
 //! - `stream.rs` — one policy over text arriving in pieces, with hold-back;
 //! - `events.rs` — response policies on a live event stream.
 //!
-//! Pseudonymization and the moderation check come next; the config refuses
-//! them rather than ignore them.
+//! The moderation check comes next.
 
 pub mod answer;
 pub mod detect;
 pub mod events;
 pub mod injection;
 pub mod json;
+pub mod pseudonym;
 pub mod sites;
 pub mod stream;
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
-use self::detect::{Detector, Finding};
+use self::{
+    detect::{Detector, Finding},
+    pseudonym::Pseudonyms,
+};
 use crate::config::{self, Action};
 
 /// Which way the text was going.
@@ -70,13 +74,17 @@ pub struct Guardrails {
     by_name: HashMap<String, usize>,
     /// `[server] guardrails`: applied to every request.
     server: Vec<usize>,
+    /// Finds placeholders in answers; only when a policy pseudonymizes.
+    pub(crate) restorer: Option<Detector>,
 }
 
 /// What the request-side policies decided.
 #[derive(Debug)]
 pub enum Verdict<'b> {
-    /// Forward this body: the original bytes, or with findings redacted.
-    Pass { body: Cow<'b, [u8]>, events: Vec<Event> },
+    /// Forward this body: the original bytes, or with findings redacted;
+    /// `pseudonyms`: the placeholders it now holds, to restore in the
+    /// answer (empty when no policy pseudonymized anything).
+    Pass { body: Cow<'b, [u8]>, events: Vec<Event>, pseudonyms: Pseudonyms },
     /// Refuse the request: a block policy found something.
     Block { policy: Arc<str>, detector: Arc<str>, events: Vec<Event> },
     /// The body starts as a JSON object but is not one: it cannot be read,
@@ -106,7 +114,11 @@ impl Guardrails {
         }
         let by_name: HashMap<String, usize> = policies.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
         let server = server.iter().filter_map(|n| by_name.get(n).copied()).collect();
-        Ok(Guardrails { policies: compiled, by_name, server })
+        let restorer = match policies.iter().any(|p| p.request == Action::Pseudonymize) {
+            true => Some(pseudonym::restorer()?),
+            false => None,
+        };
+        Ok(Guardrails { policies: compiled, by_name, server, restorer })
     }
 
     /// No policy is configured: the guard phase costs one branch.
@@ -151,10 +163,11 @@ impl Guardrails {
     /// later policy reads what an earlier one redacted.
     pub fn check_request<'b>(&self, selected: &[usize], body: &'b [u8]) -> Verdict<'b> {
         let mut events = Vec::new();
+        let mut pseudonyms = Pseudonyms::default();
         // Only JSON objects carry text the gateway knows how to read;
         // anything else (an empty GET body, a multipart upload) has none.
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Verdict::Pass { body: Cow::Borrowed(body), events };
+            return Verdict::Pass { body: Cow::Borrowed(body), events, pseudonyms };
         }
         let mut body = Cow::Borrowed(body);
         let active = selected.iter().map(|&i| &self.policies[i]).filter(|p| p.request != Action::Off);
@@ -172,8 +185,12 @@ impl Guardrails {
                 for f in &findings {
                     counts[f.kind] += 1;
                 }
-                if p.request == Action::Redact {
-                    changes.push((span, redact(&text, &findings, &p.detector)));
+                match p.request {
+                    Action::Redact => changes.push((span, redact(&text, &findings, &p.detector))),
+                    Action::Pseudonymize => {
+                        changes.push((span, pseudonymize(&text, &findings, &p.detector, &mut pseudonyms)))
+                    }
+                    _ => {}
                 }
             }
             let first = counts.iter().position(|&n| n > 0);
@@ -193,8 +210,21 @@ impl Guardrails {
                 body = Cow::Owned(json::rewrite(&body, &changes));
             }
         }
-        Verdict::Pass { body, events }
+        Verdict::Pass { body, events, pseudonyms }
     }
+}
+
+/// `text` with each finding replaced by its numbered placeholder.
+fn pseudonymize(text: &str, findings: &[Finding], detector: &Detector, map: &mut Pseudonyms) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        out.push_str(&text[at..f.span.start]);
+        out.push_str(map.placeholder(detector.kinds[f.kind].label(), &text[f.span.clone()]));
+        at = f.span.end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// `text` with each finding replaced by its detector's marker.

@@ -17,7 +17,12 @@
 //!   marker goes out when the BEGIN line is final, and what follows is
 //!   dropped as it arrives until the block ends.
 
-use super::detect::{Detector, Finding};
+use std::sync::Arc;
+
+use super::{
+    detect::{Detector, Finding},
+    pseudonym::Pseudonyms,
+};
 
 /// Longest tail held back for a candidate that may still grow.
 pub const MAX_HOLD: usize = 4096;
@@ -30,6 +35,9 @@ pub enum Mode {
     /// The text is passed on as it is, up to the first finding; then
     /// nothing more (the answer is blocked).
     Block,
+    /// Placeholders of the request's mapping become its values again (the
+    /// detector is `pseudonym::restorer`).
+    Restore,
 }
 
 /// Inside a private-key block: what ends it.
@@ -55,9 +63,16 @@ pub struct LiveText {
     pub blocked: bool,
     findings: Vec<Finding>,
     matches: Vec<std::ops::Range<usize>>,
+    /// Restore mode: the request's placeholders.
+    map: Option<Arc<Pseudonyms>>,
 }
 
 impl LiveText {
+    /// A restoring stage: placeholders of `map` become their values.
+    pub fn restoring(map: Arc<Pseudonyms>) -> LiveText {
+        LiveText { map: Some(map), ..LiveText::new(Mode::Restore, 1) }
+    }
+
     pub fn new(mode: Mode, kinds: usize) -> LiveText {
         LiveText {
             mode,
@@ -68,6 +83,7 @@ impl LiveText {
             blocked: false,
             findings: Vec::new(),
             matches: Vec::new(),
+            map: None,
         }
     }
 
@@ -163,7 +179,7 @@ impl LiveText {
             let f = &findings[i];
             self.counts[f.kind] += 1;
             match self.mode {
-                Mode::Redact => marker(det, f, out),
+                Mode::Redact | Mode::Restore => marker(det, f, out),
                 Mode::Block => {
                     self.blocked = true;
                     self.findings = findings;
@@ -230,7 +246,13 @@ impl LiveText {
                 self.blocked = true;
                 return;
             }
-            marker(det, f, out);
+            match &self.map {
+                Some(map) => {
+                    let found = &self.buf[f.span.clone()];
+                    out.push_str(map.value(found).unwrap_or(found));
+                }
+                None => marker(det, f, out),
+            }
             at = f.span.end;
         }
         out.push_str(&self.buf[at..cut]);

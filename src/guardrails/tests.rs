@@ -26,7 +26,7 @@ fn redacts_only_the_strings_with_findings() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"mail jane@example.com, card 4111 1111 1111 1111"},{"role":"assistant","content":"ok"}],"metadata":{"to":"boss@example.com"}}"#;
     let v = g.check_request(&g.select([], &[]).unwrap(), body.as_bytes());
     // No policy selected: untouched, borrowed.
-    assert!(matches!(&v, Verdict::Pass { body: Cow::Borrowed(_), events } if events.is_empty()));
+    assert!(matches!(&v, Verdict::Pass { body: Cow::Borrowed(_), events, .. } if events.is_empty()));
     let sel = g.select([&["pii".to_string()][..]], &[]).unwrap();
     let v = g.check_request(&sel, body.as_bytes());
     assert_eq!(
@@ -44,7 +44,7 @@ fn a_clean_body_is_forwarded_byte_identical() {
     let body = "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"caf\\u00e9 at 10:30, order 4155552671\"} ] }";
     let v = g.check_request(&g.select([], &[]).unwrap(), body.as_bytes());
     assert!(
-        matches!(v, Verdict::Pass { body: Cow::Borrowed(b), ref events } if b == body.as_bytes() && events.is_empty())
+        matches!(v, Verdict::Pass { body: Cow::Borrowed(b), ref events, .. } if b == body.as_bytes() && events.is_empty())
     );
 }
 

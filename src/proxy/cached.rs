@@ -65,6 +65,13 @@ pub async fn phase(
     })?;
     let (key, ttl) = match plan {
         Plan::Off => return Ok(Step::Upstream(None)),
+        // A pseudonymized request's answer is restored with a mapping that
+        // is this request's alone: it is neither served from nor stored in
+        // the cache (nor shared with an identical request in flight).
+        Plan::Use { .. } if ctx.guard.pseudonyms.is_some() => {
+            ctx.cache.status = Some(CacheStatus::Bypass);
+            return Ok(Step::Upstream(None));
+        }
         Plan::Bypass => {
             ctx.cache.status = Some(CacheStatus::Bypass);
             return Ok(Step::Upstream(None));

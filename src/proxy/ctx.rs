@@ -17,6 +17,7 @@ use super::controls::Controls;
 use crate::{
     auth::GatewayKey,
     cache::CacheStatus,
+    guardrails::pseudonym::Pseudonyms,
     http::{Version, request::RequestHead},
     ratelimit::{Admission, budget::Reservation},
     service::RequestId,
@@ -101,9 +102,18 @@ pub struct GuardCtx {
     /// Findings per policy and detector, both sides, for the record and
     /// the metric.
     pub events: Vec<GuardEvent>,
+    /// The placeholders a pseudonymize policy put in the request, restored
+    /// in the answer; None when there are none. Never stored or logged.
+    pub pseudonyms: Option<Arc<Pseudonyms>>,
 }
 
 impl GuardCtx {
+    /// Whether the answer passes through the guardrails: a response
+    /// policy applies, or placeholders are to be restored.
+    pub fn reads_answer(&self) -> bool {
+        !self.response.is_empty() || self.pseudonyms.is_some()
+    }
+
     /// The body as the provider gets it.
     pub fn body_or(&self, client: &Bytes) -> Bytes {
         self.body.clone().unwrap_or_else(|| client.clone())

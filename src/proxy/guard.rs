@@ -6,7 +6,7 @@
 //! see), or, for an answer that is not a stream, on the whole answer before
 //! it is sent (`answer`). The policies themselves live in `src/guardrails/`.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use bytes::Bytes;
 
@@ -38,11 +38,14 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
     }
     ctx.guard.response = g.response_side(&selected);
     match g.check_request(&selected, &req.body) {
-        Verdict::Pass { body, events } => {
+        Verdict::Pass { body, events, pseudonyms } => {
             if let Cow::Owned(b) = body {
                 ctx.guard.body = Some(Bytes::from(b));
             }
             ctx.guard.events = events;
+            if !pseudonyms.is_empty() {
+                ctx.guard.pseudonyms = Some(Arc::new(pseudonyms));
+            }
             Ok(())
         }
         Verdict::Block { policy, detector, events } => {
@@ -70,10 +73,10 @@ impl ResponseGuard {
     /// None: no policy acts on this answer (the chain skips the stage).
     /// `format`: the format the client receives (after translation).
     pub fn for_stream(w: &Worker, ctx: &RequestCtx<'_>, format: StreamFormat) -> Option<ResponseGuard> {
-        if ctx.guard.response.is_empty() {
+        if !ctx.guard.reads_answer() {
             return None;
         }
-        Some(ResponseGuard(StreamGuard::new(w.shared.guardrails.clone(), ctx.guard.response.clone(), format)))
+        Some(ResponseGuard(stream_guard(w, ctx, format)))
     }
 
     /// Passes `data` on to `out`, as the policies allow.
@@ -102,7 +105,15 @@ pub fn reads_whole(ctx: &RequestCtx<'_>, status: u16, content_type: Option<&[u8]
         let ct = ct.to_ascii_lowercase();
         memchr::memmem::find(&ct, b"json").is_some() || memchr::memmem::find(&ct, b"text/event-stream").is_some()
     });
-    !ctx.guard.response.is_empty() && (200..300).contains(&status) && text
+    ctx.guard.reads_answer() && (200..300).contains(&status) && text
+}
+
+fn stream_guard(w: &Worker, ctx: &RequestCtx<'_>, format: StreamFormat) -> StreamGuard {
+    let g = StreamGuard::new(w.shared.guardrails.clone(), ctx.guard.response.clone(), format);
+    match &ctx.guard.pseudonyms {
+        Some(map) => g.restoring(map.clone()),
+        None => g,
+    }
 }
 
 /// Response-side guardrails over a whole answer: Ok(the body to send), or
@@ -117,14 +128,14 @@ pub fn answer(
 ) -> Result<Vec<u8>, GatewayError> {
     if is_sse {
         // A stream that came with a length: guarded as one all the same.
-        let mut g = StreamGuard::new(w.shared.guardrails.clone(), ctx.guard.response.clone(), format);
+        let mut g = stream_guard(w, ctx, format);
         let mut out = Vec::with_capacity(body.len());
         g.feed(&body, &mut out);
         g.finish(&mut out);
         ctx.guard.events.extend(g.events());
         return Ok(out);
     }
-    match w.shared.guardrails.check_answer(&ctx.guard.response, format, &body) {
+    match w.shared.guardrails.check_answer(&ctx.guard.response, format, &body, ctx.guard.pseudonyms.as_deref()) {
         AnswerVerdict::Pass { body: new, events } => {
             ctx.guard.events.extend(events);
             Ok(new.unwrap_or(body))

@@ -44,7 +44,7 @@ impl<'r> Builder<'r> {
             stream: ctx.facts.stream,
             counts_tokens: w.counts_tokens(ctx),
             // The response policies read the answer: it must come plain.
-            identity: w.counts_tokens(ctx) || !ctx.guard.response.is_empty(),
+            identity: w.counts_tokens(ctx) || ctx.guard.reads_answer(),
             may_add_usage: ctx.facts.stream && !ctx.facts.include_usage,
             key_header: ctx.identity.key_header,
         }

@@ -278,3 +278,51 @@ fn channels_are_bounded_whatever_the_upstream_sends() {
     let out = String::from_utf8(out).unwrap();
     assert!(!out.contains("@b.co"), "every channel's text is redacted, held or not");
 }
+
+/// A guard that restores `map` after a redact policy whose request side
+/// pseudonymizes.
+fn restoring_guard(format: StreamFormat, map: &Arc<crate::guardrails::pseudonym::Pseudonyms>) -> StreamGuard {
+    static G: std::sync::OnceLock<Arc<Guardrails>> = std::sync::OnceLock::new();
+    let g = G.get_or_init(|| {
+        let p = config::Policy {
+            name: "pii".into(),
+            detectors: vec![Builtin::Email],
+            patterns: Vec::new(),
+            words: Vec::new(),
+            injection: None,
+            request: Action::Pseudonymize,
+            response: Action::Redact,
+        };
+        Arc::new(Guardrails::new(&[p], &[]).unwrap())
+    });
+    StreamGuard::new(g.clone(), vec![0], format).restoring(map.clone())
+}
+
+#[test]
+fn placeholders_split_anywhere_come_back_and_are_not_redacted_again() {
+    let mut map = crate::guardrails::pseudonym::Pseudonyms::default();
+    assert_eq!(map.placeholder("EMAIL", "jane@corp.example"), "[EMAIL_1]");
+    assert_eq!(map.placeholder("EMAIL", "bob@corp.example"), "[EMAIL_2]");
+    let map = Arc::new(map);
+    // The model's own email is redacted; the restored ones are the user's.
+    let text = "Reply to [EMAIL_2] and [EMAIL_1], not x@y.io; [EMAIL_3] [EMAIL] stay.";
+    let want = "Reply to bob@corp.example and jane@corp.example, not [EMAIL]; [EMAIL_3] [EMAIL] stay.";
+    for format in FORMATS {
+        for cut in 1..text.len() {
+            let input = stream(format, &[&text[..cut], &text[cut..]]);
+            let out = run(&mut restoring_guard(format, &map), &input, &[]);
+            assert_eq!(client_view(format, &out).0, want, "{format:?} delta cut at {cut}:\n{out}");
+        }
+        // One char per delta, the stream's bytes cut at every offset.
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let deltas: Vec<&str> = chars.iter().map(String::as_str).collect();
+        let input = stream(format, &deltas);
+        for cut in (1..input.len()).step_by(7) {
+            let mut g = restoring_guard(format, &map);
+            let out = run(&mut g, &input, &[cut]);
+            assert_eq!(client_view(format, &out).0, want, "{format:?} byte cut at {cut}");
+            // Only the model's own email counts as a finding.
+            assert_eq!(g.events().iter().map(|e| e.count).sum::<u32>(), 1, "{format:?}");
+        }
+    }
+}

@@ -49,7 +49,7 @@ fn guardrails(response: Action) -> Guardrails {
 fn whole_answers_are_redacted_or_withheld() {
     let chat = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"mail a@b.co"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3}}"#;
     let g = guardrails(Action::Redact);
-    match g.check_answer(&[0], StreamFormat::OpenAiChat, chat.as_bytes()) {
+    match g.check_answer(&[0], StreamFormat::OpenAiChat, chat.as_bytes(), None) {
         AnswerVerdict::Pass { body: Some(b), events } => {
             assert_eq!(String::from_utf8(b).unwrap(), chat.replace("a@b.co", "[EMAIL]"));
             assert_eq!(events[0].count, 1);
@@ -58,11 +58,11 @@ fn whole_answers_are_redacted_or_withheld() {
     }
     let clean = chat.replace("a@b.co", "nobody");
     assert!(matches!(
-        g.check_answer(&[0], StreamFormat::OpenAiChat, clean.as_bytes()),
+        g.check_answer(&[0], StreamFormat::OpenAiChat, clean.as_bytes(), None),
         AnswerVerdict::Pass { body: None, .. }
     ));
     let g = guardrails(Action::Block);
-    let withheld = |format, body: &str| match g.check_answer(&[0], format, body.as_bytes()) {
+    let withheld = |format, body: &str| match g.check_answer(&[0], format, body.as_bytes(), None) {
         AnswerVerdict::Block { body, policy, detector, .. } => {
             assert_eq!((policy.as_str(), detector.as_str()), ("pii", "email"));
             serde_json::from_slice::<Value>(&body).unwrap()
@@ -87,7 +87,7 @@ fn whole_answers_are_redacted_or_withheld() {
     );
     assert_eq!(v["status"], "incomplete");
     assert_eq!(v["incomplete_details"]["reason"], "content_filter");
-    assert!(matches!(g.check_answer(&[0], StreamFormat::OpenAiChat, b"not json"), AnswerVerdict::Unreadable));
+    assert!(matches!(g.check_answer(&[0], StreamFormat::OpenAiChat, b"not json", None), AnswerVerdict::Unreadable));
 }
 
 #[test]
