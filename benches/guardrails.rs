@@ -97,6 +97,7 @@ fn events(c: &mut Criterion) {
         patterns: Vec::new(),
         words: Vec::new(),
         injection: None,
+        moderation: None,
         request: Action::Off,
         response: Action::Redact,
     };

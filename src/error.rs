@@ -360,9 +360,15 @@ impl GatewayError {
                 format!("model `{model}` is neither a route nor \"provider/model\" with a configured provider")
             }
             GatewayError::InvalidBody { param, why } => format!("invalid `{param}`: {why}"),
-            GatewayError::ContentBlocked { policy, detector, .. } => {
-                format!("blocked by guardrail policy \"{policy}\": the request contains {detector}")
-            }
+            GatewayError::ContentBlocked { policy, detector, .. } => match detector.as_str() {
+                "moderation" => {
+                    format!("blocked by guardrail policy \"{policy}\": the moderation check flagged the request")
+                }
+                "moderation_error" => format!(
+                    "blocked by guardrail policy \"{policy}\": the moderation check failed or timed out, and its on_error is block"
+                ),
+                _ => format!("blocked by guardrail policy \"{policy}\": the request contains {detector}"),
+            },
             GatewayError::UnsupportedField { field, provider_kind } => {
                 format!("`{field}` is not supported when the target is a {provider_kind} provider")
             }

@@ -2,7 +2,9 @@
 //! (`guardrails/json.rs`, `guardrails/mod.rs`). Beyond "no panic": a body
 //! a JSON parser accepts and the redaction rewrites is still JSON and still
 //! readable by the walk; the lossy unescape agrees with serde wherever serde
-//! can decode the string. (A second pass may find more: a redaction can
+//! can decode the string; the prompt-injection rules' spans, mapped back
+//! from their normalised copy, cut the text at char boundaries (a slice
+//! that did not would panic). (A second pass may find more: a redaction can
 //! free a neighbour, as in `a@b.io+1 415 555 2671`.)
 #![no_main]
 
@@ -22,10 +24,23 @@ fn guardrails() -> &'static Guardrails {
             detectors: Builtin::ALL.to_vec(),
             patterns: vec![("employee_id".into(), r"EMP-\d{6}".into())],
             words: vec!["project aurora".into()],
+            injection: None,
+            moderation: None,
             request: Action::Redact,
             response: Action::Off,
         };
-        Guardrails::new(&[p], &["pii".into()]).expect("the policy compiles")
+        // Injection findings and numbered placeholders, after the redaction.
+        let q = Policy {
+            name: "pseudo".into(),
+            detectors: vec![Builtin::Email, Builtin::Phone],
+            patterns: Vec::new(),
+            words: Vec::new(),
+            injection: Some(0.5),
+            moderation: None,
+            request: Action::Pseudonymize,
+            response: Action::Off,
+        };
+        Guardrails::new(&[p, q], &["pseudo".into(), "pii".into()]).expect("the policies compile")
     })
 }
 

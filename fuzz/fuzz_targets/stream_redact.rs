@@ -43,6 +43,7 @@ fn guardrails() -> Arc<Guardrails> {
             patterns: custom(),
             words: words(),
             injection: None,
+            moderation: None,
             request: Action::Off,
             response: Action::Redact,
         };

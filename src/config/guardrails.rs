@@ -20,6 +20,13 @@ pub struct RawPolicy {
     pub response: Option<String>,
     /// The prompt_injection detector's score threshold.
     pub threshold: Option<f64>,
+    /// A provider that checks each request (moderation).
+    pub check_with: Option<String>,
+    /// "moderations" (OpenAI's endpoint) or "chat" (a classifier model).
+    pub check_api: Option<String>,
+    pub check_model: Option<String>,
+    pub timeout: Option<String>,
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,9 +72,39 @@ pub struct Policy {
     pub words: Vec<String>,
     /// `prompt_injection` is among the detectors: its score threshold.
     pub injection: Option<f64>,
+    /// Each request is also checked by another provider.
+    pub moderation: Option<Moderation>,
     pub request: Action,
     pub response: Action,
 }
+
+/// A policy's remote check (`check_with`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moderation {
+    /// The provider that answers it (an OpenAI-compatible one).
+    pub provider: String,
+    pub api: CheckApi,
+    /// Sent as `model` (required for `chat`).
+    pub model: Option<String>,
+    /// How long the check may take.
+    pub timeout: std::time::Duration,
+    /// A failed or slow check blocks the request (`on_error = "block"`);
+    /// otherwise it is let through.
+    pub block_on_error: bool,
+}
+
+/// How the check is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckApi {
+    /// `POST /v1/moderations` (OpenAI's shape): flagged if any result is.
+    Moderations,
+    /// `POST /v1/chat/completions` to a classifier such as Llama Guard:
+    /// flagged if the answer starts with "unsafe".
+    Chat,
+}
+
+/// How long a check may take unless `timeout` says otherwise.
+pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// Custom patterns and words a policy may hold, and how long each may be:
 /// they are compiled into one automaton per policy.
@@ -81,6 +118,7 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
         errors.push(format!("guardrails.{name}"), "name may hold only letters, digits, '-' and '_'");
     }
+    let moderation = moderation(errors, &at, &raw);
     let mut detectors = Vec::new();
     let mut injection = false;
     for d in &raw.detectors {
@@ -131,8 +169,8 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
     if raw.words.len() > MAX_WORDS || raw.words.iter().any(|w| w.trim().is_empty() || w.len() > MAX_LEN) {
         errors.push(at("words"), format!("at most {MAX_WORDS} words, none empty or over {MAX_LEN} bytes"));
     }
-    if detectors.is_empty() && !injection && patterns.is_empty() && raw.words.is_empty() {
-        errors.push(format!("guardrails.{name}"), "a policy needs detectors, patterns or words");
+    if detectors.is_empty() && !injection && patterns.is_empty() && raw.words.is_empty() && raw.check_with.is_none() {
+        errors.push(format!("guardrails.{name}"), "a policy needs detectors, patterns, words or check_with");
     }
     let action = |errors: &mut Errors, key: &str, v: Option<&str>, default: Action| match v {
         None => Some(default),
@@ -150,7 +188,9 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
             None
         }
     };
-    let request = action(errors, "request", raw.request.as_deref(), Action::Redact);
+    // A check answers yes or no: a policy that has one blocks by default.
+    let default = if raw.check_with.is_some() { Action::Block } else { Action::Redact };
+    let request = action(errors, "request", raw.request.as_deref(), default);
     let response = action(errors, "response", raw.response.as_deref(), Action::Off);
 
     if errors.0.len() == before
@@ -164,9 +204,84 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
         patterns,
         words: raw.words,
         injection: injection.then(|| threshold.unwrap_or(crate::guardrails::injection::DEFAULT_THRESHOLD)),
+        moderation,
         request: request.unwrap_or(Action::Off),
         response: response.unwrap_or(Action::Off),
     })
+}
+
+/// The `check_with` keys (the provider's existence and kind are checked
+/// with the providers, `check_providers`).
+fn moderation(errors: &mut Errors, at: &dyn Fn(&str) -> String, raw: &RawPolicy) -> Option<Moderation> {
+    let Some(provider) = raw.check_with.clone() else {
+        for (key, set) in [
+            ("check_api", raw.check_api.is_some()),
+            ("check_model", raw.check_model.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("on_error", raw.on_error.is_some()),
+        ] {
+            if set {
+                errors.push(at(key), "applies to a check (check_with), which this policy does not have");
+            }
+        }
+        return None;
+    };
+    let api = match raw.check_api.as_deref() {
+        None | Some("moderations") => CheckApi::Moderations,
+        Some("chat") => CheckApi::Chat,
+        Some(other) => {
+            errors.push(at("check_api"), format!("\"{other}\": one of moderations, chat"));
+            CheckApi::Moderations
+        }
+    };
+    if api == CheckApi::Chat && raw.check_model.is_none() {
+        errors.push(at("check_model"), "a chat check names the classifier model");
+    }
+    if raw.check_model.as_ref().is_some_and(|m| m.is_empty() || m.len() > 256) {
+        errors.push(at("check_model"), "1 to 256 bytes");
+    }
+    let timeout = match raw.timeout.as_deref().map(super::duration::parse) {
+        None => DEFAULT_CHECK_TIMEOUT,
+        Some(Ok(d)) if !d.is_zero() && d <= std::time::Duration::from_secs(60) => d,
+        Some(Ok(_)) => {
+            errors.push(at("timeout"), "above 0 and at most 60s");
+            DEFAULT_CHECK_TIMEOUT
+        }
+        Some(Err(e)) => {
+            errors.push(at("timeout"), e);
+            DEFAULT_CHECK_TIMEOUT
+        }
+    };
+    let block_on_error = match raw.on_error.as_deref() {
+        None | Some("allow") => false,
+        Some("block") => true,
+        Some(other) => {
+            errors.push(at("on_error"), format!("\"{other}\": one of allow, block"));
+            false
+        }
+    };
+    // A check answers yes or no: there is nothing in the text to replace.
+    if let Some(r) = raw.request.as_deref()
+        && !matches!(r, "block" | "flag" | "off")
+    {
+        errors.push(at("request"), "a policy with check_with blocks, flags or is off: request = \"block\" or \"flag\"");
+    }
+    Some(Moderation { provider, api, model: raw.check_model.clone(), timeout, block_on_error })
+}
+
+/// A check goes to a configured provider that speaks OpenAI's API.
+pub(super) fn check_providers(errors: &mut Errors, policies: &[Policy], providers: &[(String, super::ProviderKind)]) {
+    for p in policies {
+        let Some(m) = &p.moderation else { continue };
+        match providers.iter().find(|(n, _)| n == &m.provider) {
+            None => errors.push(format!("guardrails.{}.check_with", p.name), format!("no provider \"{}\"", m.provider)),
+            Some((_, super::ProviderKind::Anthropic | super::ProviderKind::Gemini)) => errors.push(
+                format!("guardrails.{}.check_with", p.name),
+                "the check speaks OpenAI's API: an openai or mock provider (vLLM, Llama Guard)",
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Checks that every name in an attachment list is a policy.

@@ -14,7 +14,7 @@ use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration
 
 pub use access::{AuthConfig, AuthMode, Cidr, LeaseConfig, LimitKey, LimitStore, RateLimitRule, Scope, Unit};
 pub use cache::{CacheBackend, CacheConfig, CacheScope, RedisConfig};
-pub use guardrails::{Action, Policy};
+pub use guardrails::{Action, CheckApi, Moderation, Policy};
 use raw::{
     RawAuth, RawCache, RawIoDriver, RawKind, RawLimitStore, RawLog, RawPinning, RawProvider, RawRateLimit, RawRoute,
     RawServer, RawWorkers,
@@ -413,6 +413,8 @@ impl Config {
             .collect();
         let guardrails: Vec<Policy> =
             raw_policies.into_iter().filter_map(|(name, raw)| guardrails::validate(&mut errors, name, raw)).collect();
+        let kinds: Vec<(String, ProviderKind)> = providers.iter().map(|p| (p.name.clone(), p.kind)).collect();
+        guardrails::check_providers(&mut errors, &guardrails, &kinds);
         if let Some(s) = &server {
             guardrails::check_names(&mut errors, "server.guardrails", &s.guardrails, &guardrails);
         }

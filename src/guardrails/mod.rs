@@ -9,17 +9,18 @@
 //! - `sites.rs`  — the text strings of an answer, per provider format;
 //! - `injection.rs` — the scored prompt-injection rules (requests only);
 //! - `pseudonym.rs` — numbered placeholders and their restore in answers;
+//! - `moderation.rs` — a policy's remote check: the question and the answer;
 //! - `answer.rs` — response policies on a whole answer (redact, withhold);
 //! - `stream.rs` — one policy over text arriving in pieces, with hold-back;
 //! - `events.rs` — response policies on a live event stream.
 //!
-//! The moderation check comes next.
 
 pub mod answer;
 pub mod detect;
 pub mod events;
 pub mod injection;
 pub mod json;
+pub mod moderation;
 pub mod pseudonym;
 pub mod sites;
 pub mod stream;
@@ -66,6 +67,7 @@ struct Policy {
     names: Vec<Arc<str>>,
     request: Action,
     response: Action,
+    moderation: Option<config::Moderation>,
 }
 
 /// Every policy, compiled once at start.
@@ -110,6 +112,7 @@ impl Guardrails {
                 names,
                 request: p.request,
                 response: p.response,
+                moderation: p.moderation.clone(),
             });
         }
         let by_name: HashMap<String, usize> = policies.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
@@ -157,6 +160,17 @@ impl Guardrails {
     /// Of the selected policies, those that act on answers, in order.
     pub fn response_side(&self, selected: &[usize]) -> Vec<usize> {
         selected.iter().copied().filter(|&i| self.policies[i].response != Action::Off).collect()
+    }
+
+    /// Of the selected policies, those with a remote check that acts on
+    /// requests: (name, the check, block or flag).
+    pub fn checks(&self, selected: &[usize]) -> Vec<(Arc<str>, config::Moderation, Action)> {
+        selected
+            .iter()
+            .map(|&i| &self.policies[i])
+            .filter(|p| matches!(p.request, Action::Block | Action::Flag))
+            .filter_map(|p| Some((p.name.clone(), p.moderation.clone()?, p.request)))
+            .collect()
     }
 
     /// Runs the request-side policies over a request body, in order; a

@@ -8,6 +8,7 @@ fn policy(name: &str, detectors: &[Builtin], request: Action) -> config::Policy 
         patterns: Vec::new(),
         words: Vec::new(),
         injection: None,
+        moderation: None,
         request,
         response: Action::Off,
     }

@@ -12,6 +12,14 @@
 //! - `POST …/embeddings`, `GET …/models`: small OpenAI-shaped answers.
 //! - `… /echo`: the request as the mock received it, as JSON (tests check
 //!   what the gateway forwarded).
+//! - `POST …/moderations`: OpenAI's moderation answer, one result per
+//!   `input` string, flagged when it contains `mock-unsafe`
+//!   (case-insensitive). And a chat model whose name contains `guard`
+//!   answers like Llama Guard: `unsafe\nS1` when the prompt contains
+//!   `mock-unsafe`, else `safe`. For both, a text containing
+//!   `mock-slow-check` is answered after 2 s, and one containing
+//!   `mock-failing-check` gets a 500 (tests of a check's timeout and
+//!   failure).
 //!
 //! Every completion has exactly `tokens` content chunks and reports exactly
 //! `tokens` completion/output tokens; prompt tokens are `max(1, len/4)` of
@@ -279,6 +287,18 @@ async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) 
         return send(io, echo(&req, keep_alive), keep_alive).await;
     }
     match (method, path) {
+        (b"POST", p) if p.ends_with(b"/moderations") || p.ends_with(b"/chat/completions") && is_classifier(&req) => {
+            let body = match parse_body(&req) {
+                Ok(v) => v,
+                Err(resp) => return send(io, resp, false).await,
+            };
+            let (status, answer) = openai::check(&body, p.ends_with(b"/moderations"));
+            if status == 0 {
+                pause(Duration::from_secs(2)).await;
+            }
+            let status = if status == 0 { 200 } else { status };
+            send(io, json_response(status, &answer, version, None, !keep_alive), keep_alive).await
+        }
         (b"POST", p) if p.ends_with(b"/chat/completions") => openai::chat(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b"/messages") => anthropic::messages(m, &req, &plan, io, keep_alive).await,
         (b"POST", p) if p.ends_with(b":generateContent") || p.ends_with(b":streamGenerateContent") => {
@@ -301,6 +321,14 @@ async fn handle(m: &MockCtx, req: Request, io: &mut ClientIo, keep_alive: bool) 
             send(io, json_response(404, &body, version, None, !keep_alive), keep_alive).await
         }
     }
+}
+
+/// A chat request to a model named like a guard classifier.
+fn is_classifier(req: &Request) -> bool {
+    let Some(i) = memchr::memmem::find(&req.body, b"\"model\"") else { return false };
+    let rest = &req.body[i + 7..req.body.len().min(i + 7 + 300)];
+    let value = rest.split(|&b| b == b',' || b == b'}').next().unwrap_or_default();
+    memchr::memmem::find(&value.to_ascii_lowercase(), b"guard").is_some()
 }
 
 async fn send(io: &mut ClientIo, response: BytesMut, keep_alive: bool) -> Result<Outcome, GatewayError> {

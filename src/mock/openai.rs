@@ -116,6 +116,48 @@ pub async fn chat(
     Ok(s.finish(&tail, keep_alive).await)
 }
 
+/// A check's answer: moderation results per input, or a Llama Guard-like
+/// verdict. Status 0: answer 200 after a pause (`mock-slow-check`).
+pub fn check(body: &serde_json::Value, moderations: bool) -> (u16, String) {
+    let texts: Vec<String> = if moderations {
+        match &body["input"] {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => {
+                a.iter().map(|v| v.as_str().or_else(|| v["text"].as_str()).unwrap_or_default().to_string()).collect()
+            }
+            _ => Vec::new(),
+        }
+    } else {
+        vec![super::prompt_text(body)]
+    };
+    let lower: Vec<String> = texts.iter().map(|t| t.to_lowercase()).collect();
+    if lower.iter().any(|t| t.contains("mock-failing-check")) {
+        return (500, super::json_error("the check failed (mock-failing-check)", "api_error", "mock_error"));
+    }
+    let status = if lower.iter().any(|t| t.contains("mock-slow-check")) { 0 } else { 200 };
+    let unsafe_ = |t: &String| t.contains("mock-unsafe");
+    if !moderations {
+        let verdict = if lower.iter().any(unsafe_) { "unsafe\nS1" } else { "safe" };
+        let model = serde_json::Value::from(body["model"].as_str().unwrap_or("mock-guard")).to_string();
+        let content = serde_json::Value::from(verdict);
+        return (
+            status,
+            format!(
+                r#"{{"id":"chatcmpl-mock-guard","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}}}"#
+            ),
+        );
+    }
+    let results: Vec<String> = lower
+        .iter()
+        .map(|t| {
+            let f = unsafe_(t);
+            let score = if f { 0.98 } else { 0.01 };
+            format!(r#"{{"flagged":{f},"categories":{{"violence":{f}}},"category_scores":{{"violence":{score}}}}}"#)
+        })
+        .collect();
+    (status, format!(r#"{{"id":"modr-mock","model":"omni-moderation-latest","results":[{}]}}"#, results.join(",")))
+}
+
 pub fn embeddings(body: &serde_json::Value) -> String {
     let prompt = prompt_tokens(body);
     format!(

@@ -17,6 +17,7 @@ use super::controls::Controls;
 use crate::{
     auth::GatewayKey,
     cache::CacheStatus,
+    config::{Action, Moderation},
     guardrails::pseudonym::Pseudonyms,
     http::{Version, request::RequestHead},
     ratelimit::{Admission, budget::Reservation},
@@ -105,6 +106,9 @@ pub struct GuardCtx {
     /// The placeholders a pseudonymize policy put in the request, restored
     /// in the answer; None when there are none. Never stored or logged.
     pub pseudonyms: Option<Arc<Pseudonyms>>,
+    /// Remote checks to run alongside the upstream call (policy, check,
+    /// block or flag); taken by the pipeline.
+    pub checks: Vec<(Arc<str>, Moderation, Action)>,
 }
 
 impl GuardCtx {

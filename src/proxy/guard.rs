@@ -46,16 +46,15 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
             if !pseudonyms.is_empty() {
                 ctx.guard.pseudonyms = Some(Arc::new(pseudonyms));
             }
+            ctx.guard.checks = g.checks(&selected);
             Ok(())
         }
         Verdict::Block { policy, detector, events } => {
             ctx.guard.events = events;
-            let target = req.head.target();
-            let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
             Err(GatewayError::ContentBlocked {
                 policy: policy.to_string(),
                 detector: detector.to_string(),
-                anthropic: path.ends_with(b"/v1/messages"),
+                anthropic: messages_api(req),
             })
         }
         // Forwarding what the policies could not read would let anything
@@ -64,6 +63,13 @@ pub fn request(w: &Worker, req: &Request, ctx: &mut RequestCtx<'_>, target: &Res
             Err(GatewayError::InvalidBody { param: "body", why: "not a JSON object the guardrails can read".into() })
         }
     }
+}
+
+/// Whether the client speaks the Messages API (a refusal then has
+/// Anthropic's error shape).
+pub fn messages_api(req: &Request) -> bool {
+    let target = req.head.target();
+    target[..memchr::memchr(b'?', target).unwrap_or(target.len())].ends_with(b"/v1/messages")
 }
 
 /// Response-side guardrails over a streamed body, as the client gets it.

@@ -11,6 +11,7 @@ pub mod ctx;
 mod guard;
 mod headers;
 mod models;
+mod moderate;
 mod outgoing;
 mod pipeline;
 mod relay;

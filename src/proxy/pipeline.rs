@@ -26,7 +26,7 @@ use super::{
     cached::{self, CacheLookup, Step},
     controls,
     ctx::RequestCtx,
-    guard, models,
+    guard, models, moderate,
     outgoing::Builder,
     relay::{self, Answer},
     resolve::{self, Api, Resolved},
@@ -118,7 +118,17 @@ async fn run<'a>(
         deadline,
     };
     let upstream_started = Instant::now();
-    let attempted = attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts).await?;
+    let attempted = match moderate::Checks::plan(ctx, &sent) {
+        None => attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts).await?,
+        // The checks run while the upstream answers; nothing of the answer
+        // goes out before they pass.
+        Some(checks) => {
+            let (attempted, said) =
+                monoio::join!(attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts), checks.run(w, deadline));
+            moderate::settle(ctx, said, guard::messages_api(req))?;
+            attempted?
+        }
+    };
     let chosen = &target.candidates[attempted.index];
     ctx.provider = Some(chosen.up.label.clone());
     if let Some(m) = &chosen.model {

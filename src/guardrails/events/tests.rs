@@ -18,6 +18,7 @@ fn guard(response: Action, format: StreamFormat) -> StreamGuard {
         patterns: vec![("employee_id".into(), r"EMP-\d{6}".into())],
         words: vec!["project aurora".into()],
         injection: None,
+        moderation: None,
         request: Action::Off,
         response,
     };
@@ -290,6 +291,7 @@ fn restoring_guard(format: StreamFormat, map: &Arc<crate::guardrails::pseudonym:
             patterns: Vec::new(),
             words: Vec::new(),
             injection: None,
+            moderation: None,
             request: Action::Pseudonymize,
             response: Action::Redact,
         };

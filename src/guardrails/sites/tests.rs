@@ -39,6 +39,7 @@ fn guardrails(response: Action) -> Guardrails {
         patterns: Vec::new(),
         words: Vec::new(),
         injection: None,
+        moderation: None,
         request: Action::Off,
         response,
     };

@@ -14,6 +14,8 @@
 mod filter;
 mod whole;
 
+pub(crate) use whole::read_whole;
+
 use std::{pin::pin, time::Instant};
 
 use bytes::{Buf, Bytes, BytesMut};

@@ -26,7 +26,11 @@ use crate::{
 const MAX_WHOLE: usize = 32 << 20;
 
 /// Reads the whole body; Ok((body, connection reusable)).
-async fn read_whole(conn: &mut Connection, framing: ResponseFraming, deadline: Instant) -> Result<(Vec<u8>, bool), ()> {
+pub(crate) async fn read_whole(
+    conn: &mut Connection,
+    framing: ResponseFraming,
+    deadline: Instant,
+) -> Result<(Vec<u8>, bool), ()> {
     let more = async |conn: &mut Connection| -> Result<usize, ()> {
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, conn.read_more()).await {
