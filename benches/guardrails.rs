@@ -124,5 +124,39 @@ fn events(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, scan, live, events);
+/// One small request and its JSON answer, as the loadtest sends them: what
+/// a pii policy on both directions costs per request.
+fn per_request(c: &mut Criterion) {
+    let p = Policy {
+        name: "pii".into(),
+        detectors: Builtin::ALL.to_vec(),
+        patterns: Vec::new(),
+        words: Vec::new(),
+        injection: None,
+        moderation: None,
+        request: Action::Redact,
+        response: Action::Redact,
+    };
+    let g = Guardrails::new(&[p], &["pii".into()]).unwrap_or_else(|e| unreachable!("{e}"));
+    let sel = g.select([], &[]).unwrap_or_default();
+    let request = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}]}"#;
+    let answer = br#"{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there friend how are you doing today","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":8,"total_tokens":22},"system_fingerprint":null}"#;
+    let mut grp = c.benchmark_group("per_request");
+    grp.bench_function("check_request_small", |b| {
+        b.iter(|| {
+            matches!(g.check_request(black_box(&sel), black_box(request)), aigw::guardrails::Verdict::Pass { .. })
+        })
+    });
+    grp.bench_function("check_answer_small", |b| {
+        b.iter(|| {
+            matches!(
+                g.check_answer(black_box(&sel), StreamFormat::OpenAiChat, black_box(answer), None),
+                aigw::guardrails::answer::AnswerVerdict::Pass { .. }
+            )
+        })
+    });
+    grp.finish();
+}
+
+criterion_group!(benches, scan, live, events, per_request);
 criterion_main!(benches);

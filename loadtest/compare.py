@@ -25,7 +25,11 @@ measures, alternating contenders and repeating each measurement:
     aigw (rustls) and nginx (OpenSSL): req/s, CPU s/1k, added latency at
     200 req/s, TLS handshakes per 1,000 requests;
   * everything on: gateway key, a rate limit, a budget, the cache (every
-    request a miss), analytics and the request log file, vs nginx plain.
+    request a miss), analytics and the request log file, vs nginx plain;
+  * guardrails: the same aigw with a pii policy (the seven built-in
+    detectors, redact on requests and answers) vs without: req/s for plain
+    and streamed chat, and the added time to first content on paced streams
+    (the live redactor holds back at most a word).
 
 --sections picks a subset (e.g. `--sections cache` for the cache figures
 alone).
@@ -183,6 +187,8 @@ class Setup:
             self.start_access(admin)
         if "everything" in self.args.sections.split(","):
             self.start_everything(admin)
+        if "guardrails" in self.args.sections.split(","):
+            self.start_pii(admin)
         time.sleep(1.0)
         self.urls = {
             "direct": f"http://127.0.0.1:{self.mock_port}/v1/chat/completions",
@@ -196,6 +202,8 @@ class Setup:
             self.urls["aigw-access"] = f"http://127.0.0.1:{self.access_port}/mock/v1/chat/completions"
         if hasattr(self, "all_port"):
             self.urls["aigw-all"] = f"http://127.0.0.1:{self.all_port}/mock/v1/chat/completions"
+        if hasattr(self, "pii_port"):
+            self.urls["aigw-pii"] = f"http://127.0.0.1:{self.pii_port}/mock/v1/chat/completions"
         self.urls["nginx-tls"] = f"http://127.0.0.1:{self.nginx_port}/mock-tls/v1/chat/completions"
         self.urls["aigw-tls"] = f"http://127.0.0.1:{self.aigw_port}/mocktls/v1/chat/completions"
         self.pids = {"direct": self.mock.pid, "nginx": self.nginx.pid, "aigw": self.aigw.pid,
@@ -204,6 +212,8 @@ class Setup:
             self.pids["aigw-access"] = self.access.pid
         if hasattr(self, "all"):
             self.pids["aigw-all"] = self.all.pid
+        if hasattr(self, "pii"):
+            self.pids["aigw-pii"] = self.pii.pid
         self.pids["nginx-tls"], self.pids["aigw-tls"] = self.nginx.pid, self.aigw.pid
 
     def start_access(self, admin):
@@ -256,6 +266,21 @@ class Setup:
         self.all = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-all.toml")],
                               self.args.gw_cpus, "aigw-all")
         wait_port(self.all_port)
+
+    def start_pii(self, admin):
+        """The same gateway with a pii policy on both directions for every
+        request."""
+        self.pii_port, pii_admin = free_port(), free_port()
+        (self.dir / "aigw-pii.toml").write_text(
+            (self.dir / "aigw.toml").read_text()
+            .replace(f"127.0.0.1:{self.aigw_port}", f"127.0.0.1:{self.pii_port}")
+            .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{pii_admin}")
+            .replace(f"workers = {self.args.workers}\n", f'workers = {self.args.workers}\nguardrails = ["pii"]\n')
+            + '[guardrails.pii]\ndetectors = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "secret"]\n'
+            + 'request = "redact"\nresponse = "redact"\n'
+        )
+        self.pii = self.spawn([str(AIGW), "serve", "--config", str(self.dir / "aigw-pii.toml")], self.args.gw_cpus, "aigw-pii")
+        wait_port(self.pii_port)
 
     def tls_accepts(self):
         """Connections the TLS front accepted so far (each one a handshake)."""
@@ -350,7 +375,7 @@ def main():
     ap.add_argument("--rate-duration", type=int, default=10, help="seconds per fixed-rate run")
     ap.add_argument("--wrk-streams", type=int, default=1000, help="connections for the wrk stream section")
     ap.add_argument("--wrk-streams-duration", type=int, default=15)
-    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access,fixed,wrkstreams,tls,everything",
+    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access,fixed,wrkstreams,tls,everything,guardrails",
                     help="which measurements to run")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -554,6 +579,26 @@ def main():
                     runs[n].append(r)
             everything = {n: {k: median([r[k] for r in runs[n]]) for k in ("rps", "cpu", "p99_us")} for n in runs}
 
+        # --- guardrails: a pii policy on both directions vs none ---
+        guard = {}
+        if "guardrails" in sections:
+            pair = ["aigw", "aigw-pii"]
+            for kind, script in (("chat", "chat.lua"), ("stream", "chat-stream.lua")):
+                runs = {n: [] for n in pair}
+                for rep in range(max(args.reps, 3)):
+                    for n in rotated(pair, rep):
+                        r = wrk(setup, n, args.cpu_conc, args.duration, script)
+                        if r["errors"]:
+                            raise RuntimeError(f"{n} {script}: {r['errors']} errors")
+                        runs[n].append(r["rps"])
+                guard[kind] = {n: median(v) for n, v in runs.items()}
+            ttft = {n: [] for n in ["direct"] + pair}
+            for rep in range(max(args.reps, 3)):
+                for n in rotated(list(ttft), rep):
+                    ttft[n].append(streamload(setup, n, 50, 50, args.stream_pace_ms, 1000))
+            guard["ttft"] = {n: {k: median([r[k] for r in v]) for k in ("ttft_p50_us", "ttft_p99_us", "gap_p50_us")}
+                             for n, v in ttft.items()}
+
         # --- report ---
         cores = os.cpu_count()
         say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -669,6 +714,26 @@ def main():
             say()
             say(f"aigw {a['rps']:.0f} req/s (CPU {a['cpu']:.3f} s/1k, p99 {a['p99_us']:.0f} µs) vs nginx {n['rps']:.0f} "
                 f"(CPU {n['cpu']:.3f} s/1k, p99 {n['p99_us']:.0f} µs): **{a['rps'] / n['rps']:.2f}×**")
+            say()
+        if guard:
+            say(f"## Guardrails: a pii policy (seven detectors, redact both ways) vs none, c={args.cpu_conc}, "
+                f"median of {max(args.reps, 3)}")
+            say()
+            say("| | aigw req/s | aigw + pii req/s | ratio (bar ≥ 0.9) |")
+            say("|---|---|---|---|")
+            for kind in ("chat", "stream"):
+                g = guard[kind]
+                say(f"| {kind} | {g['aigw']:.0f} | {g['aigw-pii']:.0f} | {g['aigw-pii'] / g['aigw']:.3f} |")
+            t = guard["ttft"]
+            d = t["direct"]
+            say()
+            say(f"Time to first content, 50 paced streams ({args.stream_pace_ms} ms between chunks), added over direct "
+                f"p50 / p99: aigw {(t['aigw']['ttft_p50_us'] - d['ttft_p50_us']) / 1000:.2f} / "
+                f"{(t['aigw']['ttft_p99_us'] - d['ttft_p99_us']) / 1000:.2f} ms, aigw + pii "
+                f"{(t['aigw-pii']['ttft_p50_us'] - d['ttft_p50_us']) / 1000:.2f} / "
+                f"{(t['aigw-pii']['ttft_p99_us'] - d['ttft_p99_us']) / 1000:.2f} ms "
+                f"(bar: the policy adds at most one chunk interval: {args.stream_pace_ms} ms asked of the mock, "
+                f"{d['gap_p50_us'] / 1000:.2f} ms measured between chunks direct)")
             say()
         if capacity:
             say(f"## Concurrent paced streams (20 chunks each, {args.capacity_pace_ms} ms apart) and memory")

@@ -129,9 +129,17 @@ impl<'d> Finder<'d> {
 /// The text of an answer or event in `format`; `stream`: `doc` is one
 /// event's data. None: not a JSON object.
 pub fn find(format: StreamFormat, doc: &[u8], stream: bool) -> Option<Doc> {
-    for_each_member(doc, |_, _| true)?;
+    // One walk checks the object and finds its type (the last, as
+    // clients read duplicates).
+    let mut kind: Option<&[u8]> = None;
+    for_each_member(doc, |k, v| {
+        if k == b"type" {
+            kind = (v.len() >= 2 && v[0] == b'"').then(|| &v[1..v.len() - 1]);
+        }
+        true
+    })?;
     let mut f = Finder { doc, stream, out: Doc::default() };
-    if let Some(kind) = raw_str(doc, b"type") {
+    if let Some(kind) = kind {
         f.out.kind = kind.to_vec();
     }
     match format {
@@ -145,27 +153,34 @@ pub fn find(format: StreamFormat, doc: &[u8], stream: bool) -> Option<Doc> {
 }
 
 fn openai_chat(f: &mut Finder<'_>, doc: &[u8]) {
+    // One walk per object, every member (duplicates included) dispatched
+    // by name: this runs on every chunk of every guarded stream.
+    let message = |f: &mut Finder<'_>, m: &[u8], ci: u32| {
+        for_each_member(m, |k, v| {
+            match k {
+                b"content" => f.text(v, (ci, 0)),
+                b"refusal" => f.text(v, (ci, 1)),
+                b"tool_calls" => elements(v, |tpos, t| {
+                    let ti = uint(t, b"index").unwrap_or(tpos);
+                    each(t, b"function", |func| each(func, b"arguments", |v| f.text(v, (ci, TOOL + ti.min(TOOL)))));
+                }),
+                _ => {}
+            }
+            true
+        });
+    };
     each(doc, b"choices", |choices| {
         elements(choices, |pos, c| {
             let ci = uint(c, b"index").unwrap_or(pos);
-            let message = |f: &mut Finder<'_>, m: &[u8]| {
-                each(m, b"content", |v| f.text(v, (ci, 0)));
-                each(m, b"refusal", |v| f.text(v, (ci, 1)));
-                each(m, b"tool_calls", |calls| {
-                    elements(calls, |tpos, t| {
-                        let ti = uint(t, b"index").unwrap_or(tpos);
-                        each(t, b"function", |func| each(func, b"arguments", |v| f.text(v, (ci, TOOL + ti.min(TOOL)))));
-                    })
-                });
-            };
-            each(c, b"delta", |d| message(f, d));
-            each(c, b"message", |m| message(f, m));
-            // Legacy completions.
-            each(c, b"text", |v| f.text(v, (ci, 0)));
-            each(c, b"finish_reason", |v| {
-                if v.first() == Some(&b'"') {
-                    f.out.ends.push((ci, None));
+            for_each_member(c, |k, v| {
+                match k {
+                    b"delta" | b"message" => message(f, v, ci),
+                    // Legacy completions.
+                    b"text" => f.text(v, (ci, 0)),
+                    b"finish_reason" if v.first() == Some(&b'"') => f.out.ends.push((ci, None)),
+                    _ => {}
                 }
+                true
             });
         })
     });
