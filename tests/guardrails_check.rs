@@ -30,11 +30,21 @@ check_model = "llama-guard-3-8b"
 [guardrails.watch]
 check_with = "guard"
 request = "flag"
+
+[guardrails.routed]
+check_with = "guards"
+
+[routes.guards]
+targets = [{ provider = "down" }, { provider = "guard" }]
 "#;
 
 fn start(mock: &aigw::mock::MockServer) -> Gateway {
     let mut toml = provider("guard", "mock", mock.addr);
-    for (name, policy) in [("mock", "mod"), ("strict", "strict"), ("llama", "llama"), ("flagged", "watch")] {
+    // Nothing listens on port 1: a route's first target that refuses.
+    toml.push_str(&provider("down", "mock", "127.0.0.1:1".parse().unwrap()));
+    for (name, policy) in
+        [("mock", "mod"), ("strict", "strict"), ("llama", "llama"), ("flagged", "watch"), ("via", "routed")]
+    {
         toml.push_str(&format!("{}guardrails = [\"{policy}\"]\n", provider(name, "mock", mock.addr)));
     }
     Gateway::start("", &format!("{toml}{POLICIES}"))
@@ -80,6 +90,10 @@ fn flagged_requests_are_refused_before_any_of_the_answer_goes_out() {
     let r = roundtrip(gw.addr, &post("/llama/v1/chat/completions", &chat("mock-unsafe", true)));
     assert_eq!((r.status, r.error_code()), (400, "content_blocked".to_string()));
     assert_eq!(roundtrip(gw.addr, &post("/llama/v1/chat/completions", &chat("hi", false))).status, 200);
+    // A route as check_with: its targets in order, past one that refuses.
+    let r = roundtrip(gw.addr, &post("/via/v1/chat/completions", &chat("mock-unsafe", false)));
+    assert_eq!((r.status, r.error_code()), (400, "content_blocked".to_string()));
+    assert_eq!(roundtrip(gw.addr, &post("/via/v1/chat/completions", &chat("fine", false))).status, 200);
     // flag: through, and counted.
     let r = roundtrip(gw.addr, &post("/flagged/v1/chat/completions", &chat("mock-unsafe", false)));
     assert_eq!(r.status, 200);
@@ -119,7 +133,12 @@ fn a_slow_or_failing_check_is_decided_by_on_error() {
 fn config_errors_name_the_key() {
     let base = "[server]\n[providers.m]\nkind = \"mock\"\n[providers.a]\nkind = \"anthropic\"\n";
     for (extra, key, says) in [
-        ("[guardrails.p]\ncheck_with = \"nope\"\n", "guardrails.p.check_with", "no provider"),
+        ("[guardrails.p]\ncheck_with = \"nope\"\n", "guardrails.p.check_with", "no provider or route"),
+        (
+            "[routes.r]\ntargets = [{ provider = \"m\" }, { provider = \"a\" }]\n[guardrails.p]\ncheck_with = \"r\"\n",
+            "guardrails.p.check_with",
+            "OpenAI",
+        ),
         ("[guardrails.p]\ncheck_with = \"a\"\n", "guardrails.p.check_with", "OpenAI"),
         ("[guardrails.p]\ncheck_with = \"m\"\ncheck_api = \"chat\"\n", "guardrails.p.check_model", "classifier"),
         ("[guardrails.p]\ncheck_with = \"m\"\ntimeout = \"0s\"\n", "guardrails.p.timeout", "above 0"),

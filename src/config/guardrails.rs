@@ -81,10 +81,14 @@ pub struct Policy {
 /// A policy's remote check (`check_with`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moderation {
-    /// The provider that answers it (an OpenAI-compatible one).
-    pub provider: String,
+    /// The provider or route named by `check_with`.
+    pub check_with: String,
+    /// Who answers it, tried in order (a route's targets; a provider
+    /// alone), each an OpenAI-compatible provider with the model sent.
+    pub targets: Vec<(String, Option<String>)>,
     pub api: CheckApi,
-    /// Sent as `model` (required for `chat`).
+    /// `check_model`: sent as `model` (required for `chat`); a route
+    /// target's own model otherwise.
     pub model: Option<String>,
     /// How long the check may take.
     pub timeout: std::time::Duration,
@@ -266,21 +270,42 @@ fn moderation(errors: &mut Errors, at: &dyn Fn(&str) -> String, raw: &RawPolicy)
     {
         errors.push(at("request"), "a policy with check_with blocks, flags or is off: request = \"block\" or \"flag\"");
     }
-    Some(Moderation { provider, api, model: raw.check_model.clone(), timeout, block_on_error })
+    Some(Moderation {
+        check_with: provider,
+        targets: Vec::new(),
+        api,
+        model: raw.check_model.clone(),
+        timeout,
+        block_on_error,
+    })
 }
 
-/// A check goes to a configured provider that speaks OpenAI's API.
-pub(super) fn check_providers(errors: &mut Errors, policies: &[Policy], providers: &[(String, super::ProviderKind)]) {
+/// A check goes to a configured provider that speaks OpenAI's API, or to a
+/// route whose targets all do (tried in the route's order).
+pub(super) fn resolve_checks(
+    errors: &mut Errors,
+    policies: &mut [Policy],
+    providers: &[super::Provider],
+    routes: &[super::Route],
+) {
     for p in policies {
-        let Some(m) = &p.moderation else { continue };
-        match providers.iter().find(|(n, _)| n == &m.provider) {
-            None => errors.push(format!("guardrails.{}.check_with", p.name), format!("no provider \"{}\"", m.provider)),
-            Some((_, super::ProviderKind::Anthropic | super::ProviderKind::Gemini)) => errors.push(
-                format!("guardrails.{}.check_with", p.name),
-                "the check speaks OpenAI's API: an openai or mock provider (vLLM, Llama Guard)",
-            ),
-            Some(_) => {}
+        let Some(m) = &mut p.moderation else { continue };
+        let at = format!("guardrails.{}.check_with", p.name);
+        let targets: Vec<(&super::Provider, Option<&String>)> =
+            match (providers.iter().find(|x| x.name == m.check_with), routes.iter().find(|r| r.name == m.check_with)) {
+                (Some(x), _) => vec![(x, None)],
+                (None, Some(r)) => r.targets.iter().map(|t| (&providers[t.provider], t.model.as_ref())).collect(),
+                (None, None) => {
+                    errors.push(at, format!("no provider or route \"{}\"", m.check_with));
+                    continue;
+                }
+            };
+        if targets.iter().any(|(x, _)| matches!(x.kind, super::ProviderKind::Anthropic | super::ProviderKind::Gemini)) {
+            errors.push(at, "the check speaks OpenAI's API: openai or mock providers (vLLM, Llama Guard)");
+            continue;
         }
+        m.targets =
+            targets.into_iter().map(|(x, model)| (x.name.clone(), m.model.clone().or(model.cloned()))).collect();
     }
 }
 

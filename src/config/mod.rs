@@ -411,10 +411,9 @@ impl Config {
             .into_iter()
             .filter_map(|(name, raw)| routes::validate(&mut errors, name, raw, &providers))
             .collect();
-        let guardrails: Vec<Policy> =
+        let mut guardrails: Vec<Policy> =
             raw_policies.into_iter().filter_map(|(name, raw)| guardrails::validate(&mut errors, name, raw)).collect();
-        let kinds: Vec<(String, ProviderKind)> = providers.iter().map(|p| (p.name.clone(), p.kind)).collect();
-        guardrails::check_providers(&mut errors, &guardrails, &kinds);
+        guardrails::resolve_checks(&mut errors, &mut guardrails, &providers, &routes);
         if let Some(s) = &server {
             guardrails::check_names(&mut errors, "server.guardrails", &s.guardrails, &guardrails);
         }

@@ -28,8 +28,8 @@ pub fn path(m: &Moderation) -> &'static str {
 }
 
 /// The check's request body for these strings (cut at `MAX_CHECKED` bytes
-/// in all, at a char boundary).
-pub fn request_body(m: &Moderation, texts: &[String]) -> Vec<u8> {
+/// in all, at a char boundary), with the target's model.
+pub fn request_body(m: &Moderation, model: Option<&str>, texts: &[String]) -> Vec<u8> {
     let mut left = MAX_CHECKED;
     let mut kept: Vec<&str> = Vec::new();
     for t in texts.iter().filter(|t| !t.trim().is_empty()) {
@@ -44,8 +44,8 @@ pub fn request_body(m: &Moderation, texts: &[String]) -> Vec<u8> {
         left -= end;
     }
     let mut body = serde_json::Map::new();
-    if let Some(model) = &m.model {
-        body.insert("model".into(), Value::from(model.as_str()));
+    if let Some(model) = model {
+        body.insert("model".into(), Value::from(model));
     }
     match m.api {
         CheckApi::Moderations => {
@@ -86,7 +86,8 @@ mod tests {
 
     fn check(api: CheckApi, model: Option<&str>) -> Moderation {
         Moderation {
-            provider: "guard".into(),
+            check_with: "guard".into(),
+            targets: vec![("guard".into(), model.map(String::from))],
             api,
             model: model.map(String::from),
             timeout: Duration::from_millis(800),
@@ -99,14 +100,14 @@ mod tests {
         let texts = vec!["hello".to_string(), "  ".to_string(), "how are you".to_string()];
         let m = check(CheckApi::Moderations, None);
         assert_eq!(path(&m), "/v1/moderations");
-        assert_eq!(String::from_utf8(request_body(&m, &texts)).unwrap(), r#"{"input":["hello","how are you"]}"#);
+        assert_eq!(String::from_utf8(request_body(&m, None, &texts)).unwrap(), r#"{"input":["hello","how are you"]}"#);
         assert_eq!(flagged(&m, br#"{"results":[{"flagged":false},{"flagged":true}]}"#), Ok(true));
         assert_eq!(flagged(&m, br#"{"id":"x","results":[{"flagged":false}]}"#), Ok(false));
         assert!(flagged(&m, br#"{"results":[{}]}"#).is_err());
         assert!(flagged(&m, b"<html>").is_err());
 
         let c = check(CheckApi::Chat, Some("llama-guard-3"));
-        let body: Value = serde_json::from_slice(&request_body(&c, &texts)).unwrap();
+        let body: Value = serde_json::from_slice(&request_body(&c, Some("llama-guard-3"), &texts)).unwrap();
         assert_eq!(body["model"], "llama-guard-3");
         assert_eq!(body["messages"][0]["content"], "hello\n\nhow are you");
         let answer = |t: &str| serde_json::json!({"choices":[{"message":{"content":t}}]}).to_string();
@@ -119,7 +120,7 @@ mod tests {
     fn what_is_sent_is_bounded() {
         let m = check(CheckApi::Moderations, None);
         let big = vec!["é".repeat(MAX_CHECKED); 3];
-        let body: Value = serde_json::from_slice(&request_body(&m, &big)).unwrap();
+        let body: Value = serde_json::from_slice(&request_body(&m, None, &big)).unwrap();
         let sent: usize = body["input"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().len()).sum();
         assert!(sent <= MAX_CHECKED && sent > MAX_CHECKED - 4, "{sent}");
     }

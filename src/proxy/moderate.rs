@@ -67,9 +67,8 @@ impl Checks {
         let mut asked = Vec::with_capacity(self.policies.len());
         for (policy, m, action) in self.policies {
             let until = (Instant::now() + m.timeout).min(deadline);
-            let body = moderation::request_body(&m, &self.texts);
             let wait = until.saturating_duration_since(Instant::now());
-            let said = match monoio::time::timeout(wait, ask(w, &m, body, until)).await {
+            let said = match monoio::time::timeout(wait, ask(w, &m, &self.texts, until)).await {
                 Ok(Ok(true)) => Said::Flagged,
                 Ok(Ok(false)) => Said::Passed,
                 Ok(Err(why)) => Said::Failed(why),
@@ -114,9 +113,22 @@ pub fn settle(ctx: &mut RequestCtx<'_>, asked: Vec<Asked>, anthropic: bool) -> R
     refused.map_or(Ok(()), Err)
 }
 
-/// One check: Ok(flagged), or why it has no answer.
-async fn ask(w: &Worker, m: &Moderation, body: Vec<u8>, deadline: Instant) -> Result<bool, String> {
-    let up = w.shared.upstream(&m.provider).ok_or_else(|| format!("no provider {}", m.provider))?;
+/// One check: Ok(flagged), or why none of its targets answered (a route's
+/// targets are tried in order, as long as time is left).
+async fn ask(w: &Worker, m: &Moderation, texts: &[String], deadline: Instant) -> Result<bool, String> {
+    let mut why = String::from("no target");
+    for (provider, model) in &m.targets {
+        let body = moderation::request_body(m, model.as_deref(), texts);
+        match ask_one(w, m, provider, body, deadline).await {
+            Ok(flagged) => return Ok(flagged),
+            Err(e) => why = format!("{provider}: {e}"),
+        }
+    }
+    Err(why)
+}
+
+async fn ask_one(w: &Worker, m: &Moderation, provider: &str, body: Vec<u8>, deadline: Instant) -> Result<bool, String> {
+    let up = w.shared.upstream(provider).ok_or_else(|| format!("no provider {provider}"))?;
     let mut head = BytesMut::with_capacity(256 + up.injected.len() + body.len());
     head.put_slice(b"POST ");
     head.put_slice(up.url.path_prefix.as_bytes());
