@@ -151,3 +151,42 @@ fn config_errors_name_the_key() {
         assert!(e.contains(key) && e.contains(says), "{toml}\n→ {e}");
     }
 }
+
+#[test]
+fn the_openai_sdk_sees_a_flagged_request_refused_and_its_own_values_restored() {
+    let python = sdk_python();
+    let mock = mock();
+    let toml = format!(
+        "{}{}{}guardrails = [\"mod\", \"pseudo\"]\n{POLICIES}\
+         [guardrails.pseudo]\ndetectors = [\"email\"]\nrequest = \"pseudonymize\"\n",
+        provider("guard", "mock", mock.addr),
+        provider("down", "mock", "127.0.0.1:1".parse().unwrap()),
+        provider("mock", "mock", mock.addr),
+    );
+    let gw = Gateway::start("", &toml);
+    let script = r#"
+import sys, openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="x")
+try:
+    c.chat.completions.create(model="mock/m", messages=[{"role": "user", "content": "mock-unsafe"}], stream=True)
+    print("not refused")
+except openai.BadRequestError as e:
+    print("refused", e.status_code, e.code, e.param)
+# The model answers with the placeholder it was given; the client reads its own address.
+out = ""
+for ch in c.chat.completions.create(model="mock/m", messages=[{"role": "user", "content": "mail jane@corp.example"}],
+                                    stream=True, extra_headers={"x-mock-content": "Sent%20to%20[EMAIL_1]."}):
+    for choice in ch.choices:
+        out += choice.delta.content or ""
+print(out)
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(format!("http://{}/v1", gw.addr))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["refused 400 content_blocked mod", "Sent to jane@corp.example."]);
+}
