@@ -20,7 +20,7 @@ pub struct RawPolicy {
     pub response: Option<String>,
     /// The prompt_injection detector's score threshold.
     pub threshold: Option<f64>,
-    /// A provider that checks each request (moderation).
+    /// A provider or route that checks each request (moderation).
     pub check_with: Option<String>,
     /// "moderations" (OpenAI's endpoint) or "chat" (a classifier model).
     pub check_api: Option<String>,
@@ -214,8 +214,8 @@ pub(super) fn validate(errors: &mut Errors, name: String, raw: RawPolicy) -> Opt
     })
 }
 
-/// The `check_with` keys (the provider's existence and kind are checked
-/// with the providers, `check_providers`).
+/// The `check_with` keys (the target's existence and kind are checked
+/// with the providers and routes, `resolve_checks`).
 fn moderation(errors: &mut Errors, at: &dyn Fn(&str) -> String, raw: &RawPolicy) -> Option<Moderation> {
     let Some(provider) = raw.check_with.clone() else {
         for (key, set) in [

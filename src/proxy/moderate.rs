@@ -57,7 +57,11 @@ impl Checks {
             .unwrap_or_default()
             .into_iter()
             .map(|s| json::unescape(&body[s.start + 1..s.end - 1]).into_owned())
-            .collect();
+            .collect::<Vec<_>>();
+        // Nothing a model reads (a multipart upload, a GET): nothing to ask.
+        if texts.iter().all(|t| t.trim().is_empty()) {
+            return None;
+        }
         Some(Checks { policies, texts })
     }
 
