@@ -89,19 +89,23 @@ fn live(c: &mut Criterion) {
     g.finish();
 }
 
-/// Whole OpenAI streams (one word per chunk) through the event guard.
-fn events(c: &mut Criterion) {
-    let p = Policy {
+/// The seven built-ins in one policy that redacts answers.
+fn pii(request: Action) -> Policy {
+    Policy {
         name: "pii".into(),
         detectors: Builtin::ALL.to_vec(),
         patterns: Vec::new(),
         words: Vec::new(),
         injection: None,
         moderation: None,
-        request: Action::Off,
+        request,
         response: Action::Redact,
-    };
-    let g = Arc::new(Guardrails::new(&[p], &[]).unwrap_or_else(|e| unreachable!("{e}")));
+    }
+}
+
+/// Whole OpenAI streams (one word per chunk) through the event guard.
+fn events(c: &mut Criterion) {
+    let g = Arc::new(Guardrails::new(&[pii(Action::Off)], &[]).unwrap_or_else(|e| unreachable!("{e}")));
     let t = text(PROSE, 4 * 1024);
     let mut stream = String::new();
     for w in t.split_inclusive(' ') {
@@ -127,17 +131,7 @@ fn events(c: &mut Criterion) {
 /// One small request and its JSON answer, as the loadtest sends them: what
 /// a pii policy on both directions costs per request.
 fn per_request(c: &mut Criterion) {
-    let p = Policy {
-        name: "pii".into(),
-        detectors: Builtin::ALL.to_vec(),
-        patterns: Vec::new(),
-        words: Vec::new(),
-        injection: None,
-        moderation: None,
-        request: Action::Redact,
-        response: Action::Redact,
-    };
-    let g = Guardrails::new(&[p], &["pii".into()]).unwrap_or_else(|e| unreachable!("{e}"));
+    let g = Guardrails::new(&[pii(Action::Redact)], &["pii".into()]).unwrap_or_else(|e| unreachable!("{e}"));
     let sel = g.select([], &[]).unwrap_or_default();
     let request = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}]}"#;
     let answer = br#"{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there friend how are you doing today","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":8,"total_tokens":22},"system_fingerprint":null}"#;

@@ -264,15 +264,7 @@ impl Detector {
         let before = out.len();
         inj.find(text, *kind, out);
         if out.len() > before && before > 0 {
-            out.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
-            let mut end = 0;
-            out.retain(|f| {
-                let keep = f.span.start >= end;
-                if keep {
-                    end = f.span.end;
-                }
-                keep
-            });
+            non_overlapping(out);
         }
     }
 
@@ -375,16 +367,22 @@ impl Detector {
                 at = if whole.is_empty() { next_char(text, whole.end) } else { whole.end };
             }
         }
-        out.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
-        let mut end = 0;
-        out.retain(|f| {
-            let keep = f.span.start >= end;
-            if keep {
-                end = f.span.end;
-            }
-            keep
-        });
+        non_overlapping(out);
     }
+}
+
+/// Findings in order of where they start, none overlapping: at one start
+/// the longest wins, and one that starts inside a kept finding goes.
+fn non_overlapping(out: &mut Vec<Finding>) {
+    out.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
+    let mut end = 0;
+    out.retain(|f| {
+        let keep = f.span.start >= end;
+        if keep {
+            end = f.span.end;
+        }
+        keep
+    });
 }
 
 /// The char boundary after `i` (past the end when `i` is the end).

@@ -230,26 +230,28 @@ impl Guardrails {
 
 /// `text` with each finding replaced by its numbered placeholder.
 fn pseudonymize(text: &str, findings: &[Finding], detector: &Detector, map: &mut Pseudonyms) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for f in findings {
-        out.push_str(&text[at..f.span.start]);
-        out.push_str(map.placeholder(detector.kinds[f.kind].label(), &text[f.span.clone()]));
-        at = f.span.end;
-    }
-    out.push_str(&text[at..]);
-    out
+    replace(text, findings, |f, out| {
+        out.push_str(map.placeholder(detector.kinds[f.kind].label(), &text[f.span.clone()]))
+    })
 }
 
 /// `text` with each finding replaced by its detector's marker.
 pub fn redact(text: &str, findings: &[Finding], detector: &Detector) -> String {
+    replace(text, findings, |f, out| {
+        out.push('[');
+        out.push_str(detector.kinds[f.kind].label());
+        out.push(']');
+    })
+}
+
+/// `text` with each finding (in order, none overlapping) replaced by what
+/// `with` writes for it.
+fn replace(text: &str, findings: &[Finding], mut with: impl FnMut(&Finding, &mut String)) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in findings {
         out.push_str(&text[at..f.span.start]);
-        out.push('[');
-        out.push_str(detector.kinds[f.kind].label());
-        out.push(']');
+        with(f, &mut out);
         at = f.span.end;
     }
     out.push_str(&text[at..]);
