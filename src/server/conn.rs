@@ -40,7 +40,7 @@ pub async fn serve<S: Service>(ctx: Rc<ServerCtx>, service: Rc<S>, stream: TcpSt
         },
     };
     if let Some((rd, wr)) = halves {
-        let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(4096) };
+        let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(2048) };
         run(&ctx, &*service, &mut io, peer, conn_id, fd).await;
     }
     // Leave the idle set before the socket closes (drain may shut it down).

@@ -140,9 +140,14 @@ impl ClientIo {
     }
 
     /// Reads more bytes onto the end of `buf`. Ok(0): the client closed.
+    ///
+    /// A request's head and body are split off the front of `buf`; once they
+    /// are dropped, the reserve here moves what is left to the front of the
+    /// same allocation, so a keep-alive connection keeps one page for its
+    /// heads. Bodies larger than that are reserved whole by the body read.
     pub async fn read_more(&mut self, wait: Duration) -> Result<usize, ReadError> {
-        if self.buf.capacity() - self.buf.len() < 2048 {
-            self.buf.reserve(8192);
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(2048);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();

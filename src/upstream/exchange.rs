@@ -148,7 +148,11 @@ async fn read_head(
                     continue;
                 }
                 Ok(Some(p)) => {
-                    let raw = conn.buf.split_to(p.len).freeze();
+                    // A copy, not a split: the head lives as long as the
+                    // answer, and a split would keep the read buffer shared,
+                    // so every refill of a stream would allocate anew.
+                    let raw = Bytes::copy_from_slice(&conn.buf[..p.len]);
+                    conn.buf.advance(p.len);
                     return Ok((p, raw));
                 }
                 Ok(None) => {}

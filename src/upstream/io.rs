@@ -18,10 +18,25 @@ use monoio_rustls::{ClientTlsStream, TlsConnector};
 use super::Upstream;
 use crate::error::GatewayError;
 
+/// The first read of a connection asks for this much: one page, as
+/// nginx's `proxy_buffer_size`. A stream's events (a few hundred bytes
+/// each) then live in one small buffer for the whole stream.
+const READ_MIN: usize = 2 * 1024;
+/// A read that fills what it was given doubles the next, up to this: a
+/// large answer is read in few syscalls.
+const READ_MAX: usize = 64 * 1024;
+
 /// An open upstream connection and the bytes read from it but not yet used.
+///
+/// `buf` is read into and consumed from the front. Consumers copy out of it
+/// or `advance` it; only large Content-Length bodies split pieces off.
+/// While nothing else points into its allocation, an emptied buffer is
+/// reused from the front by the next read instead of allocating again.
 pub struct Connection {
     pub io: UpstreamIo,
     pub buf: BytesMut,
+    /// How much the next read asks for (`READ_MIN..=READ_MAX`).
+    read_size: usize,
     fd: RawFd,
     /// Whether it came from the pool (a failure may then be a stale close).
     pub reused: bool,
@@ -30,19 +45,34 @@ pub struct Connection {
 
 impl Connection {
     fn new(io: UpstreamIo, fd: RawFd) -> Self {
-        Self { io, buf: BytesMut::with_capacity(8 * 1024), fd, reused: false, idle_since: Instant::now() }
+        Self { io, buf: BytesMut::new(), read_size: READ_MIN, fd, reused: false, idle_since: Instant::now() }
     }
 
     /// Reads more bytes onto the end of `buf`; Ok(0) is end of stream.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 2048 {
-            self.buf.reserve(8 * 1024);
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            // On a unique buffer whose front was consumed this moves what is
+            // left to the front rather than allocating.
+            self.buf.reserve(self.read_size);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
-        let (res, slice) = self.io.read(buf.slice_mut(len..)).await;
+        // At most `read_size`: a reserve may have left more room than asked.
+        let room = (buf.capacity() - len).min(self.read_size);
+        let (res, slice) = self.io.read(buf.slice_mut(len..len + room)).await;
         self.buf = slice.into_inner();
+        if matches!(res, Ok(n) if n == room) {
+            self.read_size = (self.read_size * 2).min(READ_MAX);
+        }
         res
+    }
+
+    /// Parks the connection idle: it holds no buffer (hundreds of pooled
+    /// connections would otherwise pin theirs) and starts small again.
+    pub fn park(&mut self) {
+        self.buf = BytesMut::new();
+        self.read_size = READ_MIN;
+        self.idle_since = Instant::now();
     }
 
     /// Cheap liveness check for a pooled connection that sat idle a while:
@@ -61,6 +91,8 @@ impl Connection {
     }
 }
 
+/// As the client halves (`service::stream`), the TLS arms' futures are
+/// boxed, so a plain connection's read does not carry a rustls read's size.
 pub enum UpstreamIo {
     Plain(TcpStream),
     Tls(Box<ClientTlsStream<TcpStream>>),
@@ -70,14 +102,14 @@ impl UpstreamIo {
     pub async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamIo::Plain(s) => s.read(buf).await,
-            UpstreamIo::Tls(s) => s.read(buf).await,
+            UpstreamIo::Tls(s) => Box::pin(s.read(buf)).await,
         }
     }
 
     pub async fn write_all<T: IoBuf + 'static>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpstreamIo::Plain(s) => s.write_all(buf).await,
-            UpstreamIo::Tls(s) => s.write_all(buf).await,
+            UpstreamIo::Tls(s) => Box::pin(s.write_all(buf)).await,
         }
     }
 }
@@ -130,5 +162,71 @@ pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
             Err(GatewayError::UpstreamTls { provider: up.name.clone(), detail })
         }
         Err(_) => Err(GatewayError::UpstreamTimeout { provider: up.name.clone(), phase: "TLS handshake" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+
+    use bytes::Buf;
+
+    use super::*;
+
+    /// A connection to a local socket whose other end the test writes.
+    fn with_peer(test: impl AsyncFnOnce(Connection, std::net::TcpStream)) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        rt.block_on(async move {
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            let fd = stream.as_raw_fd();
+            test(Connection::new(UpstreamIo::Plain(stream), fd), peer).await;
+        });
+    }
+
+    #[test]
+    fn a_stream_of_small_reads_keeps_one_small_buffer() {
+        with_peer(async |mut conn, mut peer| {
+            let event = [b'x'; 300];
+            let mut starts = Vec::new();
+            for _ in 0..100 {
+                peer.write_all(&event).unwrap();
+                let mut got = 0;
+                while got < event.len() {
+                    got += conn.read_more().await.unwrap();
+                }
+                starts.push(conn.buf.as_ptr() as usize);
+                // Consumed, as the stream relay consumes: copied out, then advanced.
+                conn.buf.advance(got);
+            }
+            // 30 KB went through; every read landed in the first buffer.
+            let first = starts[0];
+            assert!(starts.iter().all(|&s| s >= first && s < first + READ_MIN), "{starts:?}");
+            assert_eq!(conn.read_size, READ_MIN);
+        });
+    }
+
+    #[test]
+    fn reads_that_fill_the_buffer_grow_to_the_cap() {
+        with_peer(async |mut conn, mut peer| {
+            let body = vec![b'y'; 1 << 20];
+            let writer = std::thread::spawn(move || peer.write_all(&body).map(|()| peer));
+            let mut total = 0;
+            while total < 1 << 20 {
+                let n = conn.read_more().await.unwrap();
+                assert!(n <= READ_MAX, "{n}");
+                total += n;
+                conn.buf.advance(n);
+            }
+            writer.join().unwrap().unwrap();
+            assert_eq!(conn.read_size, READ_MAX);
+            assert!(conn.buf.capacity() <= 2 * READ_MAX, "{}", conn.buf.capacity());
+            conn.park();
+            assert_eq!((conn.buf.capacity(), conn.read_size), (0, READ_MIN));
+        });
     }
 }

@@ -1,8 +1,6 @@
 //! Per-worker keep-alive pools, one stack per provider. Worker-local, so no
 //! lock: a connection is only ever used by the thread that opened it.
 
-use std::time::Instant;
-
 use super::io::Connection;
 use crate::config::PoolConfig;
 
@@ -43,10 +41,7 @@ impl Pool {
             stack.drain(..expired);
         }
         if stack.len() < config.max_idle {
-            // An idle connection holds no buffer: hundreds of pooled
-            // connections would otherwise pin their read buffers.
-            conn.buf = bytes::BytesMut::new();
-            conn.idle_since = Instant::now();
+            conn.park();
             stack.push(conn);
         }
     }

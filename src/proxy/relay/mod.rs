@@ -151,7 +151,9 @@ pub async fn relay(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut
         && !streamed
         && start.head.framing != ResponseFraming::Empty;
     if (a.translation != Translation::None && !translated_stream) || guard_whole {
-        return whole::relay_whole(w, ctx, a, io).await;
+        // Boxed: the whole-answer relay's state is the largest of the
+        // relay's, and inline every connection's task would carry it.
+        return Box::pin(whole::relay_whole(w, ctx, a, io)).await;
     }
     let mut tap = Tap::for_content_type(content_type);
     if let Some(max) = w.shared.capture {

@@ -47,7 +47,8 @@ pub(crate) async fn read_whole(
                     return Err(());
                 }
             }
-            let body = conn.buf.split_to(n).to_vec();
+            let body = conn.buf[..n].to_vec();
+            conn.buf.advance(n);
             Ok((body, conn.buf.is_empty()))
         }
         ResponseFraming::Chunked => {
