@@ -176,11 +176,14 @@ impl Collector {
         stop: Arc<Shutdown>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("aigw-analytics".into()).spawn(move || {
+            // Deltas came since the last idle second.
+            let mut busy = false;
             loop {
                 // Deltas wake it; the timeout only looks for the stop flag
                 // (the channel closing ends it at once).
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(d) => {
+                        busy = true;
                         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                         s.merge(d);
                         // Take what else is queued under the same lock.
@@ -189,6 +192,11 @@ impl Collector {
                         }
                     }
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) if stop.is_triggered() => return,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if busy => {
+                        // A second without deltas: the load ended.
+                        busy = false;
+                        crate::util::memory::collect();
+                    }
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                 }

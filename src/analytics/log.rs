@@ -196,6 +196,11 @@ pub fn spawn(
                 if stopping {
                     break;
                 }
+                if nap == BUSY_NAP {
+                    // The first empty look after records came: what the
+                    // load's records and batches used goes back.
+                    crate::util::memory::collect();
+                }
                 // Woken at once by shutdown.
                 stop.sleep(nap);
                 nap = (nap * 2).min(IDLE_NAP);

@@ -127,13 +127,7 @@ async fn trim_memory(ctx: Rc<ServerCtx>) {
         dirty |= open > 0 || peak > 0;
         if open * 2 < peak || (open == 0 && dirty) {
             ctx.idle.borrow_mut().shrink_to(open);
-            // SAFETY: mi_collect only walks and frees this thread's own
-            // mimalloc heap (and purges freed arena pages); it takes no
-            // pointers from us.
-            #[allow(unsafe_code)]
-            unsafe {
-                libmimalloc_sys::mi_collect(true);
-            }
+            crate::util::memory::collect();
             peak = open;
             dirty = open > 0;
         }

@@ -16,7 +16,7 @@ use regex::Regex;
 
 /// The vocabulary in rank order, each token as `u8 length` + bytes
 /// (`scripts/o200k.py` makes it from OpenAI's o200k_base.tiktoken).
-static VOCAB: &[u8] = include_bytes!("o200k.bin");
+pub(crate) static VOCAB: &[u8] = include_bytes!("o200k.bin");
 
 /// o200k's pre-tokenizer without its one look-ahead, `\s+(?!\S)`, which the
 /// regex crate does not offer: `Bpe::pieces` applies it by hand.

@@ -93,13 +93,10 @@ fn load_and_keep() {
                     *s = State::Unloaded;
                     drop(s);
                     // Hand the freed pages back to the OS now rather than
-                    // when some other thread next allocates.
-                    // SAFETY: mi_collect only walks and frees this thread's
-                    // own mimalloc heap (and purges freed arena pages).
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        libmimalloc_sys::mi_collect(true);
-                    }
+                    // when some other thread next allocates, and the
+                    // vocabulary's pages of the binary with them.
+                    crate::util::memory::collect();
+                    crate::util::memory::release_static(super::bpe::VOCAB);
                     return;
                 }
             }

@@ -1,6 +1,7 @@
-//! Leaf helpers every module may use: clocks, the shutdown signal, and
-//! small async combinators for the I/O loops.
+//! Leaf helpers every module may use: clocks, the shutdown signal, giving
+//! memory back, and small async combinators for the I/O loops.
 
+pub mod memory;
 pub mod shutdown;
 
 use std::{future::Future, pin::Pin, task::Poll};
