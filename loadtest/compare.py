@@ -24,6 +24,9 @@ measures, alternating contenders and repeating each measurement:
   * a TLS upstream: the mock behind TLS (nginx terminating it), proxied by
     aigw (rustls) and nginx (OpenSSL): req/s, CPU s/1k, added latency at
     200 req/s, TLS handshakes per 1,000 requests;
+  * saturation the way the public boards measure it: wrk -t2 -c64 with the
+    chat body and with unpaced streams (16 chunks, include_usage), req/s and
+    CPU seconds per 1,000 requests, aigw vs nginx;
   * everything on: gateway key, a rate limit, a budget, the cache (every
     request a miss), analytics and the request log file, vs nginx plain;
   * guardrails: the same aigw with a pii policy (the seven built-in
@@ -375,7 +378,8 @@ def main():
     ap.add_argument("--rate-duration", type=int, default=10, help="seconds per fixed-rate run")
     ap.add_argument("--wrk-streams", type=int, default=1000, help="connections for the wrk stream section")
     ap.add_argument("--wrk-streams-duration", type=int, default=15)
-    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access,fixed,wrkstreams,tls,everything,guardrails",
+    ap.add_argument("--sat-conns", type=int, default=64, help="connections for the saturation section (wrk -t2)")
+    ap.add_argument("--sections", default="latency,sweep,analytics,streams,capacity,cache,access,fixed,wrkstreams,saturation,tls,everything,guardrails",
                     help="which measurements to run")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -565,6 +569,27 @@ def main():
             tls["direct"] = {"p50_us": median([r["p50_us"] for r in light["direct"]]),
                              "p99_us": median([r["p99_us"] for r in light["direct"]])}
 
+        # --- saturation, the boards' way: wrk -t2 -c64, chat and unpaced streams ---
+        saturation = {}
+        if "saturation" in sections:
+            pair = ["nginx", "aigw"]
+            saved, setup.args.wrk_threads = setup.args.wrk_threads, max(setup.args.wrk_threads, 2)
+            try:
+                for kind, script in (("chat", "chat.lua"), ("stream", "chat-stream.lua")):
+                    runs = {n: [] for n in pair}
+                    for rep in range(args.reps):
+                        for n in rotated(pair, rep):
+                            before = cpu_seconds(setup.pids[n])
+                            r = wrk(setup, n, args.sat_conns, args.duration, script)
+                            if r["errors"]:
+                                raise RuntimeError(f"{n} {script}: {r['errors']} errors")
+                            r["cpu"] = (cpu_seconds(setup.pids[n]) - before) / max(r["requests"], 1) * 1000
+                            runs[n].append(r)
+                    saturation[kind] = {n: {k: median([r[k] for r in runs[n]]) for k in ("rps", "cpu", "p99_us")}
+                                        for n in pair}
+            finally:
+                setup.args.wrk_threads = saved
+
         # --- everything on vs nginx plain ---
         everything = {}
         if "everything" in sections:
@@ -706,6 +731,16 @@ def main():
                     f"{v['p50_us'] - d['p50_us']:.0f} / {v['p99_us'] - d['p99_us']:.0f} | {v['errors']} |")
             say(f"\naigw / nginx: throughput {tls['aigw-tls']['rps'] / tls['nginx-tls']['rps']:.2f}, "
                 f"CPU per request {tls['aigw-tls']['cpu'] / max(tls['nginx-tls']['cpu'], 1e-9):.2f}")
+            say()
+        if saturation:
+            say(f"## Saturation: wrk -t2 -c{args.sat_conns}, median of {args.reps} (bars: chat ≥ 1.1×, stream ≥ 1.25× nginx)")
+            say()
+            say("| | nginx req/s | aigw req/s | aigw / nginx | nginx CPU s/1k | aigw CPU s/1k | aigw / nginx CPU |")
+            say("|---|---|---|---|---|---|---|")
+            for kind, v in saturation.items():
+                n, a = v["nginx"], v["aigw"]
+                say(f"| {kind} | {n['rps']:.0f} | {a['rps']:.0f} | **{a['rps'] / n['rps']:.2f}** | {n['cpu']:.3f} | "
+                    f"{a['cpu']:.3f} | {a['cpu'] / max(n['cpu'], 1e-9):.2f} |")
             say()
         if everything:
             a, n = everything["aigw-all"], everything["nginx"]

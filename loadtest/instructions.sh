@@ -2,7 +2,7 @@
 # Instructions per proxied request, under valgrind's callgrind: a figure
 # that does not move with the other core's load, for comparing two builds.
 #
-#   loadtest/instructions.sh [BINARY] [stream]
+#   [TOP=N] loadtest/instructions.sh [BINARY] [stream]
 #
 # Starts `aigw mock` and the gateway (epoll driver, 1 worker) under
 # callgrind, sends 300 keep-alive chat completions to warm up, zeroes the
@@ -52,3 +52,10 @@ sleep 1
 out=$(ls -t "$dir"/cg.out.* | head -1)
 ir=$(grep -m1 "^summary:\|^totals:" "$out" | awk '{print $2}')
 echo "$bin${stream:+ (stream)}: $((ir / 2000)) instructions per request"
+# TOP=N: also the N functions that cost the most (self), per request.
+if [ -n "${TOP:-}" ]; then
+  callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk -v top="$TOP" '
+    /^-+$/ { sep++; next }
+    sep >= 3 && NF >= 2 && $1 ~ /^[0-9,]+$/ && n < top {
+      ir = $1; gsub(",", "", ir); $1 = ""; printf "%8d  %s\n", ir / 2000, substr($0, 1, 150); n++ }'
+fi
