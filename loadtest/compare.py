@@ -713,11 +713,15 @@ def main():
             say(f"## Paced streams under wrk -t2 -c{args.wrk_streams} -d{args.wrk_streams_duration}s "
                 "(chat-stream-paced.lua: 20 chunks 50 ms apart, include_usage)")
             say()
-            say("| | req/s | p99 ms | errors | RSS idle MiB | peak MiB | 3 s after MiB | 10 s after MiB |")
-            say("|---|---|---|---|---|---|---|---|")
+            # "idle" is before each run (a later run starts after the one
+            # before it); "at start" is the process before any load.
+            say("| | req/s | p99 ms | errors | RSS at start MiB | idle MiB | peak MiB | 3 s after MiB | 10 s after MiB "
+                "| 10 s after / at start |")
+            say("|---|---|---|---|---|---|---|---|---|---|")
             for n, v in wrk_streams.items():
-                say(f"| {n} | {v['rps']:.0f} | {v['p99_us'] / 1000:.0f} | {v['errors']} | {v['idle'] / 1024:.1f} | "
-                    f"{v['peak'] / 1024:.1f} | {v['after3'] / 1024:.1f} | {v['after10'] / 1024:.1f} |")
+                say(f"| {n} | {v['rps']:.0f} | {v['p99_us'] / 1000:.0f} | {v['errors']} | {idle[n] / 1024:.1f} | "
+                    f"{v['idle'] / 1024:.1f} | {v['peak'] / 1024:.1f} | {v['after3'] / 1024:.1f} | "
+                    f"{v['after10'] / 1024:.1f} | {v['after10'] / max(idle[n], 1):.2f} |")
             say()
         if tls:
             say(f"## TLS upstream (the mock behind nginx's TLS; c={args.cpu_conc} for req/s, oha -q {args.rate} for latency)")

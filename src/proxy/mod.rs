@@ -121,8 +121,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Service for Worker {
-    async fn handle(&self, req: Request, io: &mut ClientIo, keep_alive: bool) -> Outcome {
-        pipeline::handle(self, req, io, keep_alive).await
+    // The pipeline's future itself, not an async wrapper around it: one
+    // layer less in every connection's task.
+    fn handle(&self, req: Request, io: &mut ClientIo, keep_alive: bool) -> impl Future<Output = Outcome> {
+        pipeline::handle(self, req, io, keep_alive)
     }
 
     async fn refuse(&self, r: Refused<'_>, io: &mut ClientIo) {

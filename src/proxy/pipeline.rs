@@ -38,15 +38,21 @@ use crate::{
     service::{ClientIo, Outcome, Refused, Request, respond_error},
 };
 
-pub async fn handle(w: &Worker, req: Request, io: &mut ClientIo, keep_alive: bool) -> Outcome {
-    let mut ctx = RequestCtx::new(&req.head, req.body.len(), req.peer.ip(), req.id, req.started);
-    ctx.keep_alive = keep_alive;
-    let outcome = match run(w, &req, &mut ctx, io).await {
-        Ok(outcome) => outcome,
-        Err(e) => answer_error(&mut ctx, &e, io).await,
-    };
-    finish(w, &mut ctx);
-    outcome
+/// Written as a function returning an async block: an `async fn` keeps a
+/// second copy of its by-value arguments in its state (the request, here),
+/// and this state is part of every connection's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn handle(w: &Worker, req: Request, io: &mut ClientIo, keep_alive: bool) -> impl Future<Output = Outcome> {
+    async move {
+        let mut ctx = RequestCtx::new(&req.head, req.body.len(), req.peer.ip(), req.id, req.started);
+        ctx.keep_alive = keep_alive;
+        let outcome = match run(w, &req, &mut ctx, io).await {
+            Ok(outcome) => outcome,
+            Err(e) => answer_error(&mut ctx, &e, io).await,
+        };
+        finish(w, &mut ctx);
+        outcome
+    }
 }
 
 /// A request the connection loop could not complete: answered with its

@@ -139,103 +139,125 @@ fn client_framing(upstream: ResponseFraming, version: Version) -> Framing {
     }
 }
 
-pub async fn relay(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io: &mut ClientIo) -> Outcome {
-    let start = &a.start;
-    let content_type = response_header(&start.raw_head, &start.head, b"content-type");
-    let is_sse = is_event_stream(content_type);
-    let streamed = is_sse
-        && (200..300).contains(&start.head.status)
-        && matches!(start.head.framing, ResponseFraming::Chunked | ResponseFraming::UntilClose);
-    let translated_stream = a.translation != Translation::None && streamed;
-    let guard_whole = guard::reads_whole(ctx, start.head.status, content_type)
-        && !streamed
-        && start.head.framing != ResponseFraming::Empty;
-    if (a.translation != Translation::None && !translated_stream) || guard_whole {
-        // Boxed: the whole-answer relay's state is the largest of the
-        // relay's, and inline every connection's task would carry it.
-        return Box::pin(whole::relay_whole(w, ctx, a, io)).await;
-    }
-    let mut tap = Tap::for_content_type(content_type);
-    if let Some(max) = w.shared.capture {
-        tap = tap.capture(max);
-    }
-    if !w.counts_tokens(ctx) {
-        tap = tap.not_counting();
-    }
-    tap = tap.stream_format(a.format);
-    let Answer { up, start, strip_usage, translation, model, json_mode, deadline, fill, routed, prompt, format } = a;
-    // The upstream's own `x-ratelimit-*` give way when the gateway adds lines.
-    let gateway_lines = !ctx.admission.headers.is_empty() || !routed.is_empty();
-    let ResponseStart { mut conn, head, raw_head, .. } = start;
-    let framing = client_framing(head.framing, ctx.version);
-    let keep_alive = ctx.keep_alive && framing != Framing::UntilClose;
-    let client_head = Head {
-        status: head.status,
-        reason: if translated_stream { b"" } else { &raw_head[head.reason.clone()] },
-        framing,
-        version: ctx.version,
-        keep_alive,
-        lines: &[headers::cache_line(ctx.cache.status), &ctx.admission.headers, &routed],
-        request_id: Some(ctx.id.as_bytes()),
-    };
-    let mut out = BytesMut::with_capacity(raw_head.len() + ctx.admission.headers.len() + routed.len() + 160);
-    let stored = if translated_stream {
-        client_head.write(&mut out, |out| write::header(out, b"Content-Type", b"text/event-stream"));
-        Bytes::from_static(b"content-type: text/event-stream\r\n")
-    } else {
-        let has_body = framing != Framing::Empty;
-        client_head.write(&mut out, |out| headers::upstream_lines(out, &raw_head, &head, has_body, gateway_lines));
-        headers::stored_headers(&raw_head, &head)
-    };
-    let flight_head = FlightHead {
-        status: head.status,
-        headers: stored.clone(),
-        stream: is_sse,
-        length: match framing {
-            Framing::Length(n) => Some(n),
-            _ => None,
-        },
-    };
-    let mut fill = fill.and_then(|f| f.start(flight_head, head.framing != ResponseFraming::Empty));
+/// A function returning an async block rather than an `async fn`, which
+/// would keep a second copy of the answer (464 bytes) in every
+/// connection's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn relay<'a>(
+    w: &'a Worker,
+    ctx: &'a mut RequestCtx<'_>,
+    a: Answer<'a>,
+    io: &'a mut ClientIo,
+) -> impl Future<Output = Outcome> + 'a {
+    async move {
+        let start = &a.start;
+        let content_type = response_header(&start.raw_head, &start.head, b"content-type");
+        let is_sse = is_event_stream(content_type);
+        let streamed = is_sse
+            && (200..300).contains(&start.head.status)
+            && matches!(start.head.framing, ResponseFraming::Chunked | ResponseFraming::UntilClose);
+        let translated_stream = a.translation != Translation::None && streamed;
+        let guard_whole = guard::reads_whole(ctx, start.head.status, content_type)
+            && !streamed
+            && start.head.framing != ResponseFraming::Empty;
+        if (a.translation != Translation::None && !translated_stream) || guard_whole {
+            // Boxed: the whole-answer relay's state is the largest of the
+            // relay's, and inline every connection's task would carry it.
+            return Box::pin(whole::relay_whole(w, ctx, a, io)).await;
+        }
+        let mut tap = Tap::for_content_type(content_type);
+        if let Some(max) = w.shared.capture {
+            tap = tap.capture(max);
+        }
+        if !w.counts_tokens(ctx) {
+            tap = tap.not_counting();
+        }
+        tap = tap.stream_format(a.format);
+        let Answer { up, start, strip_usage, translation, model, json_mode, deadline, fill, routed, prompt, format } =
+            a;
+        // The upstream's own `x-ratelimit-*` give way when the gateway adds lines.
+        let gateway_lines = !ctx.admission.headers.is_empty() || !routed.is_empty();
+        let ResponseStart { mut conn, head, raw_head, .. } = start;
+        let framing = client_framing(head.framing, ctx.version);
+        let keep_alive = ctx.keep_alive && framing != Framing::UntilClose;
+        let client_head = Head {
+            status: head.status,
+            reason: if translated_stream { b"" } else { &raw_head[head.reason.clone()] },
+            framing,
+            version: ctx.version,
+            keep_alive,
+            lines: &[headers::cache_line(ctx.cache.status), &ctx.admission.headers, &routed],
+            request_id: Some(ctx.id.as_bytes()),
+        };
+        let mut out = BytesMut::with_capacity(raw_head.len() + ctx.admission.headers.len() + routed.len() + 160);
+        let stored = if translated_stream {
+            client_head.write(&mut out, |out| write::header(out, b"Content-Type", b"text/event-stream"));
+            Bytes::from_static(b"content-type: text/event-stream\r\n")
+        } else {
+            let has_body = framing != Framing::Empty;
+            client_head.write(&mut out, |out| headers::upstream_lines(out, &raw_head, &head, has_body, gateway_lines));
+            headers::stored_headers(&raw_head, &head)
+        };
+        let flight_head = FlightHead {
+            status: head.status,
+            headers: stored.clone(),
+            stream: is_sse,
+            length: match framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            },
+        };
+        let mut fill = fill.and_then(|f| f.start(flight_head, head.framing != ResponseFraming::Empty));
 
-    let mut filter = Filter::new(&mut tap, fill.as_mut().map(|f| &mut f.leader), framing == Framing::Chunked);
-    if translated_stream {
-        filter.translator = StreamTranslator::new(translation, &model, ctx.facts.stream_options_usage(), json_mode);
-    }
-    filter.stripper = (strip_usage && is_sse).then(UsageStripper::new);
-    if streamed {
-        let client_format = if translated_stream { StreamFormat::OpenAiChat } else { format };
-        filter.guard = ResponseGuard::for_stream(w, ctx, client_format);
-    }
-    let mut pump = Pump { io: &mut *io, conn: &mut conn, deadline, progress: Progress::default() };
-    let end = match head.framing {
-        ResponseFraming::Empty => {
-            let n = out.len();
-            if pump.io.send(out).await {
-                pump.progress.sent(n);
-                End::Complete { reusable: pump.conn.buf.is_empty() }
-            } else {
-                End::ClientGone
+        let mut filter = Filter::new(&mut tap, fill.as_mut().map(|f| &mut f.leader), framing == Framing::Chunked);
+        if translated_stream {
+            filter.translator = StreamTranslator::new(translation, &model, ctx.facts.stream_options_usage(), json_mode);
+        }
+        filter.stripper = (strip_usage && is_sse).then(UsageStripper::new);
+        if streamed {
+            let client_format = if translated_stream { StreamFormat::OpenAiChat } else { format };
+            filter.guard = ResponseGuard::for_stream(w, ctx, client_format);
+        }
+        let mut pump = Pump { io: &mut *io, conn: &mut conn, deadline, progress: Progress::default() };
+        let end = match head.framing {
+            ResponseFraming::Empty => {
+                let n = out.len();
+                if pump.io.send(out).await {
+                    pump.progress.sent(n);
+                    End::Complete { reusable: pump.conn.buf.is_empty() }
+                } else {
+                    End::ClientGone
+                }
             }
+            ResponseFraming::Length(n) => pump.length(out, n, &mut filter).await,
+            ResponseFraming::Chunked | ResponseFraming::UntilClose => {
+                pump.stream(out, head.framing == ResponseFraming::Chunked, &mut filter).await
+            }
+        };
+        let cut = filter.cut;
+        let guard = filter.guard.take();
+        drop(filter);
+        if let Some(g) = guard {
+            g.conclude(ctx);
         }
-        ResponseFraming::Length(n) => pump.length(out, n, &mut filter).await,
-        ResponseFraming::Chunked | ResponseFraming::UntilClose => {
-            pump.stream(out, head.framing == ResponseFraming::Chunked, &mut filter).await
-        }
-    };
-    let cut = filter.cut;
-    let guard = filter.guard.take();
-    drop(filter);
-    if let Some(g) = guard {
-        g.conclude(ctx);
+        let progress = pump.progress;
+        let stored =
+            Stored { status: head.status, headers: stored, stream: is_sse, provider: up.label.clone(), usage: None };
+        let fill = fill.map(|f| (f, stored));
+        let concluded = Concluded {
+            up,
+            conn,
+            upstream: &head,
+            status: head.status,
+            cause: cut,
+            tap,
+            fill,
+            progress,
+            prompt,
+            format,
+        };
+        conclude(w, ctx, concluded, end, io).await
     }
-    let progress = pump.progress;
-    let stored =
-        Stored { status: head.status, headers: stored, stream: is_sse, provider: up.label.clone(), usage: None };
-    let fill = fill.map(|f| (f, stored));
-    let concluded =
-        Concluded { up, conn, upstream: &head, status: head.status, cause: cut, tap, fill, progress, prompt, format };
-    conclude(w, ctx, concluded, end, io).await
 }
 
 /// A relay's end, whichever way it ended.
