@@ -281,8 +281,10 @@ struct Concluded<'a> {
 }
 
 /// The one end of every relay: usage from the tap, the cache store
-/// decision (before a held small answer goes out, so a request right
-/// behind it hits), the context's response facts, the pooled connection.
+/// decision and the token and budget debits (both before the held last
+/// bytes go out, so a request the client sends as soon as it has the
+/// answer hits the cache and is admitted against the debit, on any
+/// worker), the context's response facts, the pooled connection.
 async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: End, io: &mut ClientIo) -> Outcome {
     let Concluded { up, conn, upstream, status, cause, mut tap, fill, mut progress, prompt, format } = c;
     let billed = (200..300).contains(&upstream.status);
@@ -297,10 +299,17 @@ async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: E
         let store = !tap.is_stream() || format.complete(tap.signals());
         fill.complete(&w.shared.cache, Stored { usage: usage.filter(|_| !estimated), ..stored }, store);
     }
+    let r = &mut ctx.response;
+    (r.usage, r.estimated) = (usage, estimated);
+    r.cost_usd = match (&r.usage, ctx.model.as_deref()) {
+        (Some(u), Some(model)) => w.shared.prices.cost(model, u),
+        _ => None,
+    };
+    super::access::settle(w, ctx);
     let mut end = end;
     if let End::Ready { reusable, out } = end {
         let len = out.len();
-        end = if io.send(out).await {
+        end = if out.is_empty() || io.send(out).await {
             progress.sent(len);
             End::Complete { reusable }
         } else {
@@ -312,12 +321,7 @@ async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: E
     r.status = status;
     r.bytes_out = progress.bytes_out;
     r.ttfb = progress.first_write.map(|t| t.saturating_duration_since(ctx.started));
-    (r.usage, r.estimated) = (usage, estimated);
     r.response_body = tap.captured();
-    r.cost_usd = match (&r.usage, ctx.model.as_deref()) {
-        (Some(u), Some(model)) => w.shared.prices.cost(model, u),
-        _ => None,
-    };
     // The client leaving is what the record says first; otherwise a known
     // cause says more than "cut short".
     r.error = match end {
@@ -478,16 +482,8 @@ impl Pump<'_> {
                 if client_gone {
                     break End::ServedFollowers { reusable };
                 }
-                let len = out.len();
-                let sent = wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
-                if sent {
-                    progress.sent(len);
-                }
-                break match (sent, filter.has_followers()) {
-                    (true, _) => End::Complete { reusable },
-                    (false, true) => End::ServedFollowers { reusable },
-                    (false, false) => End::ClientGone,
-                };
+                // The last bytes go out from `conclude`, after the debits.
+                break End::Ready { reusable, out: std::mem::take(&mut out) };
             }
             if client_gone {
                 out.clear();
@@ -536,12 +532,7 @@ impl Pump<'_> {
                     if client_gone {
                         break End::ServedFollowers { reusable: false };
                     }
-                    let len = out.len();
-                    let sent = out.is_empty() || wr.write_all(std::mem::take(&mut out)).await.0.is_ok();
-                    if sent {
-                        progress.sent(len);
-                    }
-                    break if sent { End::Complete { reusable: false } } else { End::ClientGone };
+                    break End::Ready { reusable: false, out: std::mem::take(&mut out) };
                 }
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break End::UpstreamFailed,
                 Ok(Ok(_)) => {}
