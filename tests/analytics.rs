@@ -206,6 +206,21 @@ fn missing_usage_is_estimated_with_the_tokenizer() {
     assert_eq!(log["data"][0]["estimated"], true);
     // Input is counted from the request, never zero.
     assert!(log["data"][0]["input_tokens"].as_u64().unwrap() >= 1, "{log}");
+
+    // A request with no body and no model (listing models) is no model
+    // call: it is charged no tokens, estimated or not.
+    assert_eq!(roundtrip(gw.addr, &get("/mock/v1/models")).status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+            log["data"][0]["path"] == "/mock/v1/models"
+        }),
+        "{log}"
+    );
+    // No usage at all: null tokens, as for an error answer.
+    let rec = &log["data"][0];
+    assert!(rec["input_tokens"].is_null() && rec["output_tokens"].is_null(), "{log}");
+    assert_eq!(rec["estimated"], false, "{log}");
 }
 
 #[test]

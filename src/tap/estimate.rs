@@ -50,6 +50,10 @@ fn state() -> std::sync::MutexGuard<'static, State> {
 
 /// Output-token estimate for `text`.
 pub fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        // Nothing to count: no reason to load (or keep) the vocabulary.
+        return 0;
+    }
     LAST_USE.store(now_ms(), Ordering::Relaxed);
     let bpe = {
         let mut s = state();
@@ -224,6 +228,11 @@ fn string_end(b: &[u8], open: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_to_count_is_zero() {
+        assert_eq!(count(""), 0);
+    }
 
     #[test]
     fn collects_output_text_from_each_format() {

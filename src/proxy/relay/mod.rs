@@ -287,7 +287,12 @@ struct Concluded<'a> {
 /// worker), the context's response facts, the pooled connection.
 async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: End, io: &mut ClientIo) -> Outcome {
     let Concluded { up, conn, upstream, status, cause, mut tap, fill, mut progress, prompt, format } = c;
-    let billed = (200..300).contains(&upstream.status);
+    // A provider bills a model call that answered 2xx. A request with
+    // neither a body nor a model (GET /v1/models, a file download) is no
+    // model call: without reported usage it costs no tokens, rather than
+    // the never-zero estimate a model call gets.
+    let model_call = !prompt.is_empty() || ctx.model.is_some();
+    let billed = (200..300).contains(&upstream.status) && model_call;
     let complete = end.complete();
     let (usage, estimated) = tap.settle(complete, billed, || crate::tap::estimate::input_tokens(&prompt));
     if let Some((fill, stored)) = fill
