@@ -337,6 +337,10 @@ def oha(setup, name, rate, conns, duration):
     lat = d["latencyPercentiles"]
     ok = sum(v for k, v in d["statusCodeDistribution"].items() if k == "200")
     errors = sum(d["errorDistribution"].values()) + sum(v for k, v in d["statusCodeDistribution"].items() if k != "200")
+    if errors:
+        # What they were: oha's requests still in flight at its deadline
+        # are "aborted due to deadline", anything else is worth a look.
+        print(f"oha {name}: errors {d['errorDistribution']}, statuses {d['statusCodeDistribution']}", file=sys.stderr)
     return {"p50_us": lat["p50"] * 1e6, "p99_us": lat["p99"] * 1e6, "requests": ok, "errors": errors}
 
 
