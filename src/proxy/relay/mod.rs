@@ -65,8 +65,10 @@ enum End {
     ServedFollowers {
         reusable: bool,
     },
-    /// The whole (small) answer is in `out`, not yet sent: it is stored
-    /// first, so a request right behind this one hits.
+    /// The upstream's answer was read to its end and its last bytes are in
+    /// `out`, not yet sent: a small answer whole, or a stream's last events
+    /// and terminator. `conclude` stores and debits first, so a request
+    /// right behind this one hits and is admitted against the debit.
     Ready {
         reusable: bool,
         out: BytesMut,
@@ -318,7 +320,7 @@ async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: E
             progress.sent(len);
             End::Complete { reusable }
         } else {
-            // The answer was whole (and stored): only the client is gone.
+            // The answer was read whole (and stored): only the client is gone.
             End::ServedFollowers { reusable }
         };
     }
