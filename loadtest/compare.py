@@ -63,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # commit, for a before/after in one sitting).
 AIGW = Path(os.environ.get("AIGW_BIN", ROOT / "target/release/aigw"))
 STREAMLOAD = ROOT / "target/release/examples/streamload"
+HYPERMOCK = ROOT / "loadtest/hypermock/target/release/hypermock"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -144,11 +145,14 @@ class Setup:
     def start(self):
         a = self.args
         self.mock_port = free_port()
-        self.mock = self.spawn(
-            [str(AIGW), "mock", "--listen", f"127.0.0.1:{self.mock_port}", "--workers", str(a.mock_workers)],
-            a.mock_cpus,
-            "mock",
-        )
+        if a.mock == "hyper":
+            # The issue-12 method: a tokio/hyper mock (loadtest/hypermock),
+            # tokio's default threads unless --mock-workers says otherwise.
+            threads = ["--threads", str(a.mock_workers)] if a.mock_workers else []
+            cmd = [str(HYPERMOCK), "--listen", f"127.0.0.1:{self.mock_port}"] + threads
+        else:
+            cmd = [str(AIGW), "mock", "--listen", f"127.0.0.1:{self.mock_port}", "--workers", str(a.mock_workers or 1)]
+        self.mock = self.spawn(cmd, a.mock_cpus, "mock")
         wait_port(self.mock_port)
 
         self.nginx_port, self.tls_port = free_port(), free_port()
@@ -370,7 +374,10 @@ def main():
     ap.add_argument("--stream-pace-ms", type=int, default=20, help="mock pacing for TTFT / gap")
     ap.add_argument("--capacity-pace-ms", type=int, default=100, help="mock pacing for the capacity test")
     ap.add_argument("--workers", type=int, default=1, help="aigw workers = nginx worker_processes")
-    ap.add_argument("--mock-workers", type=int, default=1)
+    ap.add_argument("--mock-workers", type=int, default=None,
+                    help="mock threads (default: 1 for aigw mock, tokio's default for --mock hyper)")
+    ap.add_argument("--mock", choices=["aigw", "hyper"], default="aigw",
+                    help="the upstream: `aigw mock`, or the tokio/hyper mock in loadtest/hypermock (built on first use)")
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="pin gateway, mock and client with taskset")
     ap.add_argument("--gw-cpus", default="0", help="cores for aigw / nginx when --pin")
@@ -387,6 +394,9 @@ def main():
                     help="which measurements to run")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
+    if args.mock == "hyper" and not HYPERMOCK.exists():
+        subprocess.run(["cargo", "build", "--release", "--manifest-path", str(ROOT / "loadtest/hypermock/Cargo.toml")],
+                       check=True)
 
     setup = Setup(args)
     names = ["direct", "nginx", "aigw"]
@@ -633,7 +643,7 @@ def main():
         say(f"# aigw vs nginx vs direct-to-mock — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
         say()
         say(f"machine: {platform.machine()}, {cores} cores, kernel {platform.release()}; "
-            f"workers={args.workers} (aigw workers = nginx worker_processes), mock workers={args.mock_workers}, "
+            f"workers={args.workers} (aigw workers = nginx worker_processes), mock={args.mock} workers={args.mock_workers or ('default' if args.mock == 'hyper' else 1)}, "
             f"pin={'gw:' + args.gw_cpus + ' mock:' + args.mock_cpus + ' client:' + args.client_cpus if args.pin else 'off'}; "
             f"wrk -t{args.wrk_threads}, {args.duration}s runs, median of {args.reps}")
         say(f"command: loadtest/compare.sh {' '.join(sys.argv[1:])}")

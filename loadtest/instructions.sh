@@ -2,8 +2,11 @@
 # Instructions per proxied request, under valgrind's callgrind: a figure
 # that does not move with the other core's load, for comparing two builds.
 #
-#   [TOP=N] loadtest/instructions.sh [BINARY] [stream]
+#   [TOP=N] [PACE_MS=M] loadtest/instructions.sh [BINARY] [stream]
 #
+# PACE_MS: the mock sends a stream's events M ms apart (x-mock-delay-ms),
+# each in its own write, as real providers do; unpaced, the mock writes a
+# stream in one or two segments and the gateway reads it in one or two.
 # Starts `aigw mock` and the gateway (epoll driver, 1 worker) under
 # callgrind, sends 300 keep-alive chat completions to warm up, zeroes the
 # counters, sends 2,000 more, dumps, and prints Ir / request. Needs
@@ -31,13 +34,13 @@ valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" serve --conf
 vg=$!
 for _ in $(seq 1 120); do curl -s -o /dev/null localhost:18080/mock/v1/models && break; sleep 0.5; done
 drive() {
-  python3 - "$1" "$stream" <<'PY'
+  python3 - "$1" "$stream" "${PACE_MS:-0}" <<'PY'
 import http.client, json, sys
-n, stream = int(sys.argv[1]), sys.argv[2] == "stream"
+n, stream, pace = int(sys.argv[1]), sys.argv[2] == "stream", sys.argv[3]
 body = json.dumps({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
 c = http.client.HTTPConnection("127.0.0.1", 18080)
 for _ in range(n):
-    c.request("POST", "/mock/v1/chat/completions", body, {"Content-Type": "application/json"})
+    c.request("POST", "/mock/v1/chat/completions", body, {"Content-Type": "application/json", "x-mock-delay-ms": pace})
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
@@ -51,7 +54,7 @@ callgrind_control -d "$vg" >/dev/null
 sleep 1
 out=$(ls -t "$dir"/cg.out.* | head -1)
 ir=$(grep -m1 "^summary:\|^totals:" "$out" | awk '{print $2}')
-echo "$bin${stream:+ (stream)}: $((ir / 2000)) instructions per request"
+echo "$bin${stream:+ (stream)}${PACE_MS:+ paced $PACE_MS ms}: $((ir / 2000)) instructions per request"
 # TOP=N: also the N functions that cost the most (self), per request.
 if [ -n "${TOP:-}" ]; then
   callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk -v top="$TOP" '

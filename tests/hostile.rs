@@ -324,3 +324,53 @@ fn an_event_without_end_is_cut_not_buffered() {
     let rec = last_record(gw.admin, |r| r["error"] == "upstream_event_too_large");
     assert_eq!(rec["status"], 200);
 }
+
+/// The provider's request_timeout bounds a whole answer, its body
+/// included: a stream (chunked) or a Content-Length body still coming at
+/// the deadline is cut there, the connection closed without the body's
+/// end, so the client cannot take it for a whole answer. One timer guards
+/// all of a body's reads (`util::until`); this holds it to the deadline.
+#[test]
+fn the_request_deadline_cuts_a_body_still_coming() {
+    let m = mock();
+    // A body that starts at once and then stalls.
+    let stalled = RawUpstream::spawn(move |mut s| {
+        if read_request(&mut s).is_some() {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+            );
+            let _ = s.write_all(&[b'x'; 1000]);
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    });
+    let toml = format!(
+        "{}request_timeout = \"400ms\"\n{}request_timeout = \"400ms\"\n",
+        provider("slow", "mock", m.addr),
+        provider("stalled", "openai", stalled.addr),
+    );
+    let gw = Gateway::start("", &toml);
+
+    // 40 events 50 ms apart: 2 s of stream against a 400 ms deadline.
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let started = Instant::now();
+    let mut c = Client::connect(gw.addr);
+    c.send(&post_with("/slow/v1/chat/completions", body, "x-mock-tokens: 40\r\nx-mock-delay-ms: 50\r\n"));
+    let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    let took = started.elapsed();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("chat.completion.chunk"), "events before the deadline reach the client: {got}");
+    assert!(!got.contains("[DONE]") && !got.ends_with("0\r\n\r\n"), "a cut stream must not look whole: {got}");
+    assert!(took >= Duration::from_millis(350), "cut before the deadline: {took:?}");
+    assert!(took < Duration::from_millis(1800), "not cut at the deadline: {took:?}");
+
+    let started = Instant::now();
+    let mut c = Client::connect(gw.addr);
+    c.send(&post("/stalled/v1/files/f/content", CHAT));
+    let got = c.read_to_close();
+    let took = started.elapsed();
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").map_or(got.len(), |p| p + 4);
+    assert!(got.len() - head_end < 100_000, "the body cannot be whole");
+    assert!(took >= Duration::from_millis(350), "cut before the deadline: {took:?}");
+    assert!(took < Duration::from_millis(2500), "not cut at the deadline: {took:?}");
+}

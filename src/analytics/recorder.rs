@@ -3,12 +3,13 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     sync::Arc,
     time::Duration,
 };
 
 use crossbeam_channel::TrySendError;
+
+use crate::util::FastMap as HashMap;
 
 use super::{Analytics, Counters, Delta, HistKey, LatencySamples, Record, SeriesKey};
 
@@ -53,7 +54,7 @@ impl Recorder {
     pub fn new(worker: usize, out: Analytics) -> Recorder {
         Recorder {
             worker,
-            models: RefCell::new(HashMap::new()),
+            models: RefCell::new(HashMap::default()),
             out,
             local: RefCell::new(Local::default()),
             pending: RefCell::new(None),

@@ -12,7 +12,6 @@ pub mod manage;
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, RwLock,
@@ -20,6 +19,8 @@ use std::{
     },
     time::{Duration, SystemTime},
 };
+
+use crate::util::FastMap as HashMap;
 
 use keyfile::{KeyFile, key_hash, key_id, unhex};
 
@@ -67,7 +68,7 @@ pub struct KeySet {
 
 impl KeySet {
     pub fn from_file(file: &KeyFile) -> Result<KeySet, String> {
-        let mut by_id = HashMap::new();
+        let mut by_id = HashMap::default();
         for r in &file.keys {
             let salt = unhex(&r.salt).ok_or_else(|| format!("key {}: salt is not hex", r.id))?;
             let hash: [u8; 32] = unhex(&r.hash)

@@ -142,7 +142,8 @@ pub fn upstream_lines(out: &mut BytesMut, raw: &[u8], resp: &ParsedResponse, has
 pub fn stored_headers(raw: &[u8], resp: &ParsedResponse) -> bytes::Bytes {
     let all = || resp.headers.iter().map(|h| (&raw[h.name.clone()], &raw[h.value.clone()]));
     let dropped = connection_listed(all());
-    let mut out = BytesMut::new();
+    // No more than the raw head: one allocation, no regrowth.
+    let mut out = BytesMut::with_capacity(raw.len());
     for (name, value) in all() {
         if !is_hop_by_hop(name) && !listed(&dropped, name) && stored_header(name) {
             write::header(&mut out, name, value);

@@ -19,11 +19,12 @@ mod resolve;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     rc::Rc,
     sync::Arc,
     time::Duration,
 };
+
+use crate::util::FastMap as HashMap;
 
 use crate::{
     analytics::recorder::Recorder,

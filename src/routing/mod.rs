@@ -12,12 +12,13 @@ pub mod health;
 
 use std::{
     cell::Cell,
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use crate::util::FastMap as HashMap;
 
 pub use health::Health;
 

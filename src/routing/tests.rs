@@ -18,7 +18,7 @@ fn route(strategy: Strategy, weights: &[u32]) -> Route {
 fn router(n: usize) -> Router {
     Router {
         routes: Vec::new(),
-        by_name: HashMap::new(),
+        by_name: HashMap::default(),
         health: (0..n).map(|_| Health::new(2, Duration::from_secs(30))).collect(),
         inflight: (0..n).map(|_| AtomicU64::new(0)).collect(),
     }

@@ -2,12 +2,13 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     os::fd::RawFd,
     rc::Rc,
     sync::Arc,
     time::Duration,
 };
+
+use crate::util::FastMap as HashMap;
 
 use monoio::net::TcpListener;
 
@@ -53,7 +54,7 @@ impl ServerCtx {
             open: Cell::new(0),
             next_conn: Cell::new(0),
             next_request: Cell::new(0),
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::new(HashMap::default()),
         }
     }
 

@@ -8,6 +8,10 @@
 //! arrives (events are what SSE clients act on, so none is delayed past its
 //! own end), and everything else in the event passes unchanged.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
+
 /// Re-emits an SSE stream without the include_usage additions.
 #[derive(Debug, Default)]
 pub struct UsageStripper {
@@ -74,13 +78,19 @@ fn event_end(b: &[u8]) -> Option<usize> {
     None
 }
 
+// Searchers built once: `memmem::find` builds one per call, which cost
+// more than the search on an event of a few hundred bytes (callgrind,
+// docs/benchmarks.md "Streams event by event").
+static NO_CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":[]"));
+static USAGE_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
+static LAST_USAGE_NULL: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(USAGE_NULL));
+
 fn clean(event: &[u8], out: &mut Vec<u8>) {
-    let finder = memchr::memmem::find;
-    let usage_only = finder(event, b"\"choices\":[]").is_some() && finder(event, b"\"usage\":{").is_some();
+    let usage_only = NO_CHOICES.find(event).is_some() && USAGE_OBJECT.find(event).is_some();
     if usage_only {
         return;
     }
-    match memchr::memmem::rfind(event, USAGE_NULL) {
+    match LAST_USAGE_NULL.rfind(event) {
         Some(at) => {
             out.extend_from_slice(&event[..at]);
             out.extend_from_slice(&event[at + USAGE_NULL.len()..]);

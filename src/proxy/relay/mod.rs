@@ -44,7 +44,7 @@ use crate::{
     service::{ClientIo, Outcome},
     tap::{Tap, strip::UsageStripper},
     upstream::{Upstream, exchange::ResponseStart, io::Connection},
-    util::{Either, race},
+    util::{Either, race, until},
 };
 
 /// Small bodies are copied behind the head so both go in one write.
@@ -192,13 +192,18 @@ pub fn relay<'a>(
             request_id: Some(ctx.id.as_bytes()),
         };
         let mut out = BytesMut::with_capacity(raw_head.len() + ctx.admission.headers.len() + routed.len() + 160);
-        let stored = if translated_stream {
+        if translated_stream {
             client_head.write(&mut out, |out| write::header(out, b"Content-Type", b"text/event-stream"));
-            Bytes::from_static(b"content-type: text/event-stream\r\n")
         } else {
             let has_body = framing != Framing::Empty;
             client_head.write(&mut out, |out| headers::upstream_lines(out, &raw_head, &head, has_body, gateway_lines));
-            headers::stored_headers(&raw_head, &head)
+        }
+        // The headers a cache entry keeps: built only for an answer being
+        // stored (most are not).
+        let stored = match (&fill, translated_stream) {
+            (None, _) => Bytes::new(),
+            (Some(_), true) => Bytes::from_static(b"content-type: text/event-stream\r\n"),
+            (Some(_), false) => headers::stored_headers(&raw_head, &head),
         };
         let flight_head = FlightHead {
             status: head.status,
@@ -371,7 +376,7 @@ impl Pump<'_> {
     /// A Content-Length body, relayed byte for byte.
     async fn length(&mut self, mut out: BytesMut, n: u64, filter: &mut Filter<'_>) -> End {
         let Pump { io, conn, deadline, progress } = self;
-        let deadline = *deadline;
+        let mut expiry = pin!(monoio::time::sleep_until(monoio::time::Instant::from_std(*deadline)));
         let mut left = n;
         // The client left while identical requests follow: read on for them.
         let mut client_gone = false;
@@ -412,9 +417,8 @@ impl Pump<'_> {
                 let reusable = conn.buf.is_empty();
                 return if client_gone { End::ServedFollowers { reusable } } else { End::Complete { reusable } };
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match monoio::time::timeout(wait, conn.read_more()).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match until(conn.read_more(), expiry.as_mut()).await {
+                Some(Ok(n)) if n > 0 => {}
                 _ => return End::UpstreamFailed,
             }
         }
@@ -449,7 +453,8 @@ impl Pump<'_> {
     /// the filter chain.
     async fn stream(&mut self, mut out: BytesMut, chunked_in: bool, filter: &mut Filter<'_>) -> End {
         let Pump { io, conn, deadline, progress } = self;
-        let deadline = *deadline;
+        // One timer for the whole body, not one per read (`util::until`).
+        let mut expiry = pin!(monoio::time::sleep_until(monoio::time::Instant::from_std(*deadline)));
         let chunked_out = filter.chunked_out;
         let ClientIo { rd, wr, buf: client_buf } = &mut **io;
         let mut decoder = chunked_in.then(ChunkedDecoder::new);
@@ -505,8 +510,7 @@ impl Pump<'_> {
                     (false, false) => break End::ClientGone,
                 }
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let mut read = pin!(monoio::time::timeout(wait, conn.read_more()));
+            let mut read = pin!(until(conn.read_more(), expiry.as_mut()));
             let result = if watching {
                 match race(read.as_mut(), watch.as_mut()).await {
                     Either::Left(r) => r,
@@ -530,7 +534,7 @@ impl Pump<'_> {
                 read.await
             };
             match result {
-                Ok(Ok(0)) if decoder.is_none() => {
+                Some(Ok(0)) if decoder.is_none() => {
                     // Close-delimited body: the close is its end.
                     filter.end(&mut out);
                     if chunked_out {
@@ -541,8 +545,8 @@ impl Pump<'_> {
                     }
                     break End::Ready { reusable: false, out: std::mem::take(&mut out) };
                 }
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break End::UpstreamFailed,
-                Ok(Ok(_)) => {}
+                Some(Ok(0)) | Some(Err(_)) | None => break End::UpstreamFailed,
+                Some(Ok(_)) => {}
             }
         };
         if watching {

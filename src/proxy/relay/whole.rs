@@ -148,12 +148,13 @@ pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io
         let to = To { version: ctx.version, keep_alive: ctx.keep_alive, request_id: Some(ctx.id.as_bytes()) };
         Head::with_body(status, b"application/json", &body, &lines, to)
     };
-    let stored_headers = if own {
-        headers::stored_headers(&raw_head, &head)
-    } else {
-        Bytes::from_static(b"content-type: application/json\r\n")
-    };
     let mut fill = fill;
+    // Built only for an answer being stored: most are not.
+    let stored_headers = match (&fill, own) {
+        (None, _) => Bytes::new(),
+        (Some(_), true) => headers::stored_headers(&raw_head, &head),
+        (Some(_), false) => Bytes::from_static(b"content-type: application/json\r\n"),
+    };
     if let Some(f) = fill.take() {
         // Only a 2xx answer is stored (the gateway's 502 never).
         let storable = answer.is_ok() && end.complete();
