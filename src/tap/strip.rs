@@ -90,7 +90,7 @@ fn clean(event: &[u8], out: &mut Vec<u8>) {
     if usage_only {
         return;
     }
-    match LAST_USAGE_NULL.rfind(event) {
+    match last_usage_null(event) {
         Some(at) => {
             out.extend_from_slice(&event[..at]);
             out.extend_from_slice(&event[at + USAGE_NULL.len()..]);
@@ -99,9 +99,33 @@ fn clean(event: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Where the last `,"usage":null` starts. OpenAI puts it last in the
+/// chunk (`…,"usage":null}` and the blank line), which is checked first;
+/// a search from the end covers any other place.
+fn last_usage_null(event: &[u8]) -> Option<usize> {
+    let body = event.trim_ascii_end();
+    if let Some(head) = body.strip_suffix(b"}")
+        && head.ends_with(USAGE_NULL)
+    {
+        return Some(head.len() - USAGE_NULL.len());
+    }
+    LAST_USAGE_NULL.rfind(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_last_usage_null_wherever_it_is() {
+        let last = b"data: {\"id\":\"c\",\"usage\":null}\n\n";
+        assert_eq!(last_usage_null(last), Some(15));
+        let middle = b"data: {\"id\":\"c\",\"usage\":null,\"x\":1}\r\n\r\n";
+        assert_eq!(last_usage_null(middle), Some(15));
+        let twice = b"data: {\"a\":{\"b\":1,\"usage\":null},\"usage\":null}\n\n";
+        assert_eq!(last_usage_null(twice), LAST_USAGE_NULL.rfind(twice));
+        assert_eq!(last_usage_null(b"data: {\"usage\":{}}\n\n"), None);
+    }
 
     const WITH: &str = "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\ndata: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
     const WITHOUT: &str = "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
