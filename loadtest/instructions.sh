@@ -2,8 +2,10 @@
 # Instructions per proxied request, under valgrind's callgrind: a figure
 # that does not move with the other core's load, for comparing two builds.
 #
-#   [TOP=N] [PACE_MS=M] loadtest/instructions.sh [BINARY] [stream]
+#   [TOP=N] [PACE_MS=M] loadtest/instructions.sh [BINARY|nginx] [stream]
 #
+# `nginx` counts nginx's instructions the same way (compare.sh's /mock/
+# pass-through, one process), for the baseline.
 # PACE_MS: the mock sends a stream's events M ms apart (x-mock-delay-ms),
 # each in its own write, as real providers do; unpaced, the mock writes a
 # stream in one or two segments and the gateway reads it in one or two.
@@ -29,8 +31,40 @@ pin_workers = false
 kind = "mock"
 base_url = "http://127.0.0.1:18081"
 TOML
-"$bin" mock --listen 127.0.0.1:18081 >/dev/null 2>&1 &
-valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" serve --config "$dir/gw.toml" >/dev/null 2>&1 &
+if [ "$bin" = nginx ]; then
+  # The baseline: nginx with nginx.conf.template's /mock/ pass-through and
+  # upstream pool, one process (no master), in front of the same mock.
+  cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    upstream mock { server 127.0.0.1:18081; keepalive 512; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:18080;
+        keepalive_requests 1000000;
+        location /mock/ {
+            proxy_pass http://mock/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }
+    }
+}
+CONF
+  target/release/aigw mock --listen 127.0.0.1:18081 >/dev/null 2>&1 &
+  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
+else
+  "$bin" mock --listen 127.0.0.1:18081 >/dev/null 2>&1 &
+  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" serve --config "$dir/gw.toml" >/dev/null 2>&1 &
+fi
 vg=$!
 for _ in $(seq 1 120); do curl -s -o /dev/null localhost:18080/mock/v1/models && break; sleep 0.5; done
 drive() {

@@ -45,9 +45,8 @@ pub async fn race<A: Future, B: Future>(mut a: Pin<&mut A>, mut b: Pin<&mut B>) 
 /// `fut`, or None once `expiry` fires. Unlike `monoio::time::timeout`, the
 /// timer is the caller's and outlives the call: a stream's reads all end at
 /// the same deadline, so one timer is armed per stream instead of one per
-/// read (each `timeout` inserts a timer into the wheel and takes it out
-/// again, and reads the clock: a sixth of a paced stream's instructions,
-/// docs/benchmarks.md "Streams event by event").
+/// read (each `timeout` inserts a timer into the wheel, takes it out again
+/// and reads the clock; docs/benchmarks.md "Streams event by event").
 pub async fn until<F: Future>(fut: F, mut expiry: Pin<&mut monoio::time::Sleep>) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
