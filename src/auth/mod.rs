@@ -20,11 +20,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::util::FastMap as HashMap;
-
 use keyfile::{KeyFile, key_hash, key_id, unhex};
 
-use crate::util::{now_unix_ms, shutdown::Shutdown};
+use crate::util::{FastMap as HashMap, now_unix_ms, shutdown::Shutdown};
 
 /// One usable key, as checked per request.
 #[derive(Debug)]

@@ -24,8 +24,6 @@ use std::{
     time::Duration,
 };
 
-use crate::util::FastMap as HashMap;
-
 use crate::{
     analytics::recorder::Recorder,
     auth::{Keys, WorkerKeys},
@@ -34,6 +32,7 @@ use crate::{
     ratelimit::Limiter,
     service::{ClientIo, Live, Outcome, Refused, Request, Service},
     upstream::{Upstream, pool::Pool},
+    util::FastMap as HashMap,
 };
 
 /// What `Shared` is built from.

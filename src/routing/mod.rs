@@ -18,11 +18,12 @@ use std::{
     },
 };
 
-use crate::util::FastMap as HashMap;
-
 pub use health::Health;
 
-use crate::config::{Provider, Route, Strategy};
+use crate::{
+    config::{Provider, Route, Strategy},
+    util::FastMap as HashMap,
+};
 
 pub struct Router {
     pub routes: Vec<Arc<Route>>,

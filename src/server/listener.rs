@@ -8,15 +8,13 @@ use std::{
     time::Duration,
 };
 
-use crate::util::FastMap as HashMap;
-
 use monoio::net::TcpListener;
 
 use super::conn;
 use crate::{
     config::{Limits, ServerTimeouts},
     service::{Live, RequestId, Service},
-    util::shutdown::Shutdown,
+    util::{FastMap as HashMap, shutdown::Shutdown},
 };
 
 /// What a worker knows about the listener it serves: limits, timeouts, and
