@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Compare direct-to-mock, nginx and aigw against the same `aigw mock`.
+"""Compare direct-to-mock, nginx and aigw against the same `aigw mock` (or,
+with --mock hyper, the tokio/hyper mock in loadtest/hypermock).
 
 Run through loadtest/compare.sh (which builds and checks the tools). One run
 measures, alternating contenders and repeating each measurement:
