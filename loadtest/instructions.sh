@@ -2,7 +2,7 @@
 # Instructions per proxied request, under valgrind's callgrind: a figure
 # that does not move with the other core's load, for comparing two builds.
 #
-#   [TOP=N] [PACE_MS=M] loadtest/instructions.sh [BINARY|nginx] [stream]
+#   [TOP=N] [PACE_MS=M] [KEEP=FILE] loadtest/instructions.sh [BINARY|nginx] [stream]
 #
 # `nginx` counts nginx's instructions the same way (compare.sh's /mock/
 # pass-through, one process), for the baseline.
@@ -89,6 +89,8 @@ sleep 1
 out=$(ls -t "$dir"/cg.out.* | head -1)
 ir=$(grep -m1 "^summary:\|^totals:" "$out" | awk '{print $2}')
 echo "$bin${stream:+ (stream)}${PACE_MS:+ paced $PACE_MS ms}: $((ir / 2000)) instructions per request"
+# KEEP=FILE: keep callgrind's output, e.g. for callgrind_annotate --tree=caller.
+if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"; fi
 # TOP=N: also the N functions that cost the most (self), per request.
 if [ -n "${TOP:-}" ]; then
   callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk -v top="$TOP" '

@@ -243,7 +243,8 @@ fn start_analytics(
     stop: &Arc<Shutdown>,
 ) -> Result<(Analytics, Vec<std::thread::JoinHandle<()>>), StartError> {
     let (delta_tx, delta_rx) = crossbeam_channel::bounded(1024);
-    let (record_tx, record_rx) = crossbeam_channel::bounded(64 * 1024);
+    // At most 64 Ki records wait for the log thread (256 batches).
+    let (record_tx, record_rx) = crossbeam_channel::bounded(64 * 1024 / analytics::recorder::RECORD_BATCH);
     let state = Arc::new(std::sync::Mutex::new(analytics::State::new()));
     let recent = Arc::new(std::sync::Mutex::new(analytics::log::Recent::default()));
     let collector = analytics::Collector::spawn(delta_rx, state.clone(), stop.clone()).map_err(StartError::Io)?;

@@ -14,10 +14,9 @@ use std::{
 use super::Record;
 use crate::{config::LogConfig, util::shutdown::Shutdown};
 
-/// How long the log thread sleeps between polls while records arrive, and
-/// at most while none do.
-const BUSY_NAP: std::time::Duration = std::time::Duration::from_millis(50);
-const IDLE_NAP: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the log thread waits for a batch before it looks at the stop
+/// flag (and, after a load, gives memory back).
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Records kept in memory for `/admin/logs`.
 pub const RECENT: usize = 1000;
@@ -173,7 +172,7 @@ impl Writer {
 /// Starts the log thread. It ends once `stop` is triggered (after the
 /// workers finished) and the queue is empty, or when every sender is gone.
 pub fn spawn(
-    rx: crossbeam_channel::Receiver<Box<Record>>,
+    rx: crossbeam_channel::Receiver<Vec<Record>>,
     recent: Arc<Mutex<Recent>>,
     cfg: LogConfig,
     stop: Arc<Shutdown>,
@@ -184,31 +183,30 @@ pub fn spawn(
     };
     std::thread::Builder::new().name("aigw-log".into()).spawn(move || {
         let mut line = Vec::with_capacity(1024);
-        let mut nap = BUSY_NAP;
+        // Batches came since the last idle second.
+        let mut busy = false;
         loop {
-            // Poll rather than block: a blocked receiver would make every
-            // worker's try_send a futex wake-up (a syscall and a context
-            // switch per request). Records wait at most 50 ms under load;
-            // an idle gateway polls once a second (no CPU to speak of).
-            let stopping = stop.is_triggered();
-            let batch: Vec<Box<Record>> = rx.try_iter().take(16 * 1024).collect();
-            if batch.is_empty() {
-                if stopping {
-                    break;
+            // Blocks: workers send a batch per flush (or per RECORD_BATCH
+            // records), so waking this thread costs a futex call per batch,
+            // not per request. The timeout only looks for the stop flag.
+            let batch = match rx.recv_timeout(IDLE_WAIT) {
+                Ok(batch) => batch,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if stop.is_triggered() => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if std::mem::take(&mut busy) {
+                        // A second without records: what the load's records
+                        // and batches used goes back.
+                        crate::util::memory::collect();
+                    }
+                    continue;
                 }
-                if nap == BUSY_NAP {
-                    // The first empty look after records came: what the
-                    // load's records and batches used goes back.
-                    crate::util::memory::collect();
-                }
-                // Woken at once by shutdown.
-                stop.sleep(nap);
-                nap = (nap * 2).min(IDLE_NAP);
-                continue;
-            }
-            nap = BUSY_NAP;
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            busy = true;
+            // Whatever else is queued goes under the same lock.
+            let batches: Vec<Vec<Record>> = std::iter::once(batch).chain(rx.try_iter().take(64)).collect();
             if let Some(w) = writer.as_mut() {
-                for rec in &batch {
+                for rec in batches.iter().flatten() {
                     line.clear();
                     if serde_json::to_writer(&mut line, &rec.to_json()).is_ok() {
                         line.push(b'\n');
@@ -220,9 +218,9 @@ pub fn spawn(
                 let _ = w.file.flush();
             }
             let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
-            r.total += batch.len() as u64;
-            for rec in batch {
-                r.push(*rec);
+            for rec in batches.into_iter().flatten() {
+                r.total += 1;
+                r.push(rec);
             }
         }
         if let Some(mut w) = writer {

@@ -1,9 +1,9 @@
 //! Accounting for every request, off the hot path.
 //!
 //! Each worker aggregates locally (`recorder.rs`: counters and HDR
-//! histograms, no shared atomics or locks per request) and ships deltas
-//! every 250 ms, plus one record per request, over bounded crossbeam
-//! channels. One collector thread merges deltas (`collector.rs`) for
+//! histograms, no shared atomics or locks per request) and ships a delta
+//! and the requests' records every second (records sooner in batches of
+//! 256 under load), over bounded crossbeam channels. One collector thread merges deltas (`collector.rs`) for
 //! `/metrics` and `/admin/stats` (`exposition.rs`); one log thread writes
 //! the request log and keeps the recent records for `/admin/logs`
 //! (`log.rs`). A full channel never blocks a worker: records are dropped and
@@ -244,8 +244,8 @@ pub struct Delta {
 #[derive(Clone)]
 pub struct Analytics {
     pub deltas: crossbeam_channel::Sender<Delta>,
-    /// Boxed so the bounded channel's preallocated slots stay small.
-    pub records: crossbeam_channel::Sender<Box<Record>>,
+    /// Batches of at most `recorder::RECORD_BATCH` records.
+    pub records: crossbeam_channel::Sender<Vec<Record>>,
     pub state: Arc<Mutex<State>>,
     pub recent: Arc<Mutex<log::Recent>>,
 }

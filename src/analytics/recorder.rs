@@ -1,5 +1,6 @@
 //! The worker-local half: aggregate per request with no shared state; the
-//! worker flushes the deltas every 250 ms (the proxy worker).
+//! worker flushes the deltas and its batch of log records every second (the
+//! proxy worker).
 
 use std::{
     cell::{Cell, RefCell},
@@ -30,6 +31,14 @@ struct Local {
 /// the total over all workers the same way).
 const MAX_MODELS: usize = super::collector::MAX_MODEL_LABELS;
 
+/// Log records a worker gathers before it sends them on at once, if its
+/// flush has not sent them first. One send per batch, not per request: the
+/// log thread blocks on the channel and each send may wake it (a futex call
+/// on the worker, a context switch on the log thread), so at light load it
+/// wakes at most once per flush per worker; under load once per 256
+/// requests.
+pub const RECORD_BATCH: usize = 256;
+
 pub struct Recorder {
     worker: usize,
     /// Model labels interned once: no allocation per request.
@@ -38,6 +47,8 @@ pub struct Recorder {
     local: RefCell<Local>,
     /// A delta that found the channel full, merged into the next one.
     pending: RefCell<Option<Delta>>,
+    /// Log records not yet sent (`RECORD_BATCH` at most).
+    records: RefCell<Vec<Record>>,
     /// Upstream connections this worker holds (in use or pooled).
     pub open_upstream: Cell<u64>,
     /// The gauges (open client, open upstream) of the last delta sent.
@@ -58,6 +69,7 @@ impl Recorder {
             out,
             local: RefCell::new(Local::default()),
             pending: RefCell::new(None),
+            records: RefCell::new(Vec::new()),
             open_upstream: Cell::new(0),
             sent_gauges: Cell::new(None),
         }
@@ -120,8 +132,26 @@ impl Recorder {
                 }
             }
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.records.try_send(Box::new(rec)) {
-            self.local.borrow_mut().records_dropped += 1;
+        let full = {
+            let mut records = self.records.borrow_mut();
+            records.push(rec);
+            records.len() >= RECORD_BATCH
+        };
+        if full {
+            self.send_records();
+        }
+    }
+
+    /// Sends the gathered log records as one batch; a full channel drops
+    /// them (counted), never blocks the worker.
+    fn send_records(&self) {
+        let batch = std::mem::take(&mut *self.records.borrow_mut());
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.records.try_send(batch) {
+            self.local.borrow_mut().records_dropped += n;
         }
     }
 
@@ -142,12 +172,17 @@ impl Recorder {
     /// Nothing was recorded since the last flush, and nothing waits.
     pub fn is_idle(&self) -> bool {
         let l = self.local.borrow();
-        l.counters.is_empty() && l.records_dropped == 0 && self.pending.borrow().is_none()
+        l.counters.is_empty()
+            && l.records_dropped == 0
+            && self.pending.borrow().is_none()
+            && self.records.borrow().is_empty()
     }
 
     /// Moves the local aggregates into a delta and tries to send it; if the
     /// channel is full the delta waits for the next flush (never lost).
     pub fn flush(&self, open_client: u64) {
+        // First, so that records the log channel refused count in this delta.
+        self.send_records();
         // Nothing new to say: no delta, so an idle gateway does not wake the
         // collector.
         let gauges = (open_client, self.open_upstream.get());
@@ -227,5 +262,44 @@ mod tests {
         }
         assert_eq!(&*r.model_label("one-too-many"), "other");
         assert_eq!(&*r.model_label("gpt-4o"), "gpt-4o");
+    }
+
+    #[test]
+    fn records_go_in_batches_and_a_full_channel_counts_what_it_refused() {
+        let (deltas, delta_rx) = crossbeam_channel::bounded(16);
+        let (records, record_rx) = crossbeam_channel::bounded(1);
+        let out = Analytics {
+            deltas,
+            records,
+            state: Arc::new(Mutex::new(State::new())),
+            recent: Arc::new(Mutex::new(Recent::default())),
+        };
+        let r = Recorder::new(0, out);
+        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            crate::service::RequestId([b'0'; 24]),
+            std::time::Instant::now(),
+        );
+        let mut one = || r.record(Record::of(&mut ctx, Duration::ZERO));
+        for _ in 0..RECORD_BATCH - 1 {
+            one();
+        }
+        assert!(record_rx.is_empty(), "nothing goes before a batch is full");
+        one();
+        assert_eq!(record_rx.try_recv().map(|b| b.len()), Ok(RECORD_BATCH));
+        // A flush sends what there is.
+        one();
+        r.flush(0);
+        assert_eq!(record_rx.try_recv().map(|b| b.len()), Ok(1));
+        // The channel holds one batch: the next two are refused and counted,
+        // in the delta of the flush that found the channel full.
+        one();
+        r.flush(0);
+        one();
+        one();
+        r.flush(0);
+        assert_eq!(record_rx.len(), 1);
+        assert_eq!(delta_rx.try_iter().map(|d| d.records_dropped).sum::<u64>(), 2);
+        assert!(r.is_idle());
     }
 }

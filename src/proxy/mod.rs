@@ -114,11 +114,13 @@ impl Worker {
     }
 }
 
-/// How often a worker ships its analytics deltas while requests come, and
-/// how often it looks while none do (the connection gauge may lag that
-/// long; an idle gateway then wakes once a second per worker).
-const FLUSH_EVERY: Duration = Duration::from_millis(250);
-const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker ships its analytics delta and log records (the
+/// connection gauges may lag that long). Each flush may wake the worker, the
+/// collector and the log thread: at 250 ms, those 24 wake-ups a second with
+/// two workers cost ~10% of the CPU per request at 200 req/s
+/// (docs/benchmarks.md, "Light load: wake-ups per request"). Under load
+/// the log records go sooner, every `RECORD_BATCH` requests.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Service for Worker {
     // The pipeline's future itself, not an async wrapper around it: one
@@ -134,10 +136,8 @@ impl Service for Worker {
     fn worker_started(self: &Rc<Self>, live: Rc<dyn Live>) {
         if let Some(rec) = self.recorder.clone() {
             monoio::spawn(async move {
-                let mut every = FLUSH_EVERY;
                 loop {
-                    monoio::time::sleep(every).await;
-                    every = if rec.is_idle() { IDLE_FLUSH_EVERY } else { FLUSH_EVERY };
+                    monoio::time::sleep(FLUSH_EVERY).await;
                     rec.flush(live.open_connections() as u64);
                     if live.draining() && live.open_connections() == 0 {
                         rec.flush(0);
