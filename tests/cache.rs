@@ -273,7 +273,12 @@ fn purge_and_cache_metrics() {
     let stats = roundtrip(gw.admin, &get("/admin/stats")).json();
     assert!((stats["totals"]["cache_hit_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{stats}");
     assert_eq!(stats["cache"]["saved_output_tokens"], 16);
-    let logs = roundtrip(gw.admin, &get("/admin/logs?limit=3")).json();
+    // The log thread takes the same flush's records on its own time.
+    let mut logs = serde_json::Value::Null;
+    assert!(eventually(Duration::from_secs(5), || {
+        logs = roundtrip(gw.admin, &get("/admin/logs?limit=3")).json();
+        logs["data"].as_array().map(Vec::len) == Some(3)
+    }));
     let hit = &logs["data"][0];
     assert_eq!((hit["cache"].as_str(), hit["output_tokens"].as_u64()), (Some("hit"), Some(0)), "{hit}");
     assert_eq!(hit["saved_output_tokens"], 16);

@@ -10,6 +10,8 @@
 //! open stream) would carry the TLS size. One allocation per TLS read or
 //! write is small next to the record's cryptography.
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use monoio::{
     BufResult,
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
@@ -18,19 +20,24 @@ use monoio::{
 };
 use monoio_rustls::ServerTlsStream;
 
+use crate::util::send_now;
+
 pub enum ClientRead {
     Plain(OwnedReadHalf<TcpStream>),
     Tls(OwnedReadHalf<ServerTlsStream<TcpStream>>),
 }
 
 pub enum ClientWrite {
-    Plain(OwnedWriteHalf<TcpStream>),
+    /// With the socket's fd, for writes that try a plain `send` first
+    /// (`util::send_now`); the half keeps the socket open.
+    Plain(OwnedWriteHalf<TcpStream>, RawFd),
     Tls(OwnedWriteHalf<ServerTlsStream<TcpStream>>),
 }
 
 pub fn split_plain(stream: TcpStream) -> (ClientRead, ClientWrite) {
+    let fd = stream.as_raw_fd();
     let (r, w) = stream.into_split();
-    (ClientRead::Plain(r), ClientWrite::Plain(w))
+    (ClientRead::Plain(r), ClientWrite::Plain(w, fd))
 }
 
 pub fn split_tls(stream: ServerTlsStream<TcpStream>) -> (ClientRead, ClientWrite) {
@@ -70,28 +77,28 @@ impl AsyncReadRent for ClientRead {
 impl AsyncWriteRent for ClientWrite {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientWrite::Plain(w) => w.write(buf).await,
+            ClientWrite::Plain(w, fd) => send_now::write(w, *fd, buf).await,
             ClientWrite::Tls(w) => Box::pin(w.write(buf)).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientWrite::Plain(w) => w.writev(buf).await,
+            ClientWrite::Plain(w, _) => w.writev(buf).await,
             ClientWrite::Tls(w) => Box::pin(w.writev(buf)).await,
         }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            ClientWrite::Plain(w) => w.flush().await,
+            ClientWrite::Plain(w, _) => w.flush().await,
             ClientWrite::Tls(w) => Box::pin(w.flush()).await,
         }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
-            ClientWrite::Plain(w) => w.shutdown().await,
+            ClientWrite::Plain(w, _) => w.shutdown().await,
             ClientWrite::Tls(w) => Box::pin(w.shutdown()).await,
         }
     }

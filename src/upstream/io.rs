@@ -16,7 +16,7 @@ use monoio::{
 use monoio_rustls::{ClientTlsStream, TlsConnector};
 
 use super::Upstream;
-use crate::error::GatewayError;
+use crate::{error::GatewayError, util::send_now};
 
 /// The first read of a connection asks for this much: one page, as
 /// nginx's `proxy_buffer_size`. A stream's events (a few hundred bytes
@@ -108,7 +108,10 @@ impl UpstreamIo {
 
     pub async fn write_all<T: IoBuf + 'static>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            UpstreamIo::Plain(s) => s.write_all(buf).await,
+            UpstreamIo::Plain(s) => {
+                let fd = s.as_raw_fd();
+                send_now::write_all(s, fd, buf).await
+            }
             UpstreamIo::Tls(s) => Box::pin(s.write_all(buf)).await,
         }
     }

@@ -2,6 +2,7 @@
 //! memory back, and small async combinators for the I/O loops.
 
 pub mod memory;
+pub mod send_now;
 pub mod shutdown;
 
 use std::{future::Future, pin::Pin, task::Poll};
