@@ -244,17 +244,25 @@ mod tests {
     use super::*;
     use crate::analytics::{State, log::Recent};
 
-    #[test]
-    fn model_labels_are_interned_and_capped() {
-        let (deltas, _rx1) = crossbeam_channel::bounded(1);
-        let (records, _rx2) = crossbeam_channel::bounded(1);
+    /// A recorder on channels of these capacities, and their receivers.
+    fn recorder(
+        deltas: usize,
+        batches: usize,
+    ) -> (Recorder, crossbeam_channel::Receiver<Delta>, crossbeam_channel::Receiver<Vec<Record>>) {
+        let (deltas, delta_rx) = crossbeam_channel::bounded(deltas);
+        let (records, record_rx) = crossbeam_channel::bounded(batches);
         let out = Analytics {
             deltas,
             records,
             state: Arc::new(Mutex::new(State::new())),
             recent: Arc::new(Mutex::new(Recent::default())),
         };
-        let r = Recorder::new(0, out);
+        (Recorder::new(0, out), delta_rx, record_rx)
+    }
+
+    #[test]
+    fn model_labels_are_interned_and_capped() {
+        let (r, _, _) = recorder(1, 1);
         let a = r.model_label("gpt-4o");
         assert!(Arc::ptr_eq(&a, &r.model_label("gpt-4o")));
         for i in 0..MAX_MODELS {
@@ -266,15 +274,7 @@ mod tests {
 
     #[test]
     fn records_go_in_batches_and_a_full_channel_counts_what_it_refused() {
-        let (deltas, delta_rx) = crossbeam_channel::bounded(16);
-        let (records, record_rx) = crossbeam_channel::bounded(1);
-        let out = Analytics {
-            deltas,
-            records,
-            state: Arc::new(Mutex::new(State::new())),
-            recent: Arc::new(Mutex::new(Recent::default())),
-        };
-        let r = Recorder::new(0, out);
+        let (r, delta_rx, record_rx) = recorder(16, 1);
         let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
             std::net::IpAddr::from([127, 0, 0, 1]),
             crate::service::RequestId([b'0'; 24]),
