@@ -104,15 +104,26 @@ def pids_of(root_pid):
 
 
 def cpu_seconds(root_pid):
-    total = 0
+    """CPU time of a process tree: each thread's nanoseconds on a CPU from
+    /proc/PID/task/TID/schedstat (exact; /proc/PID/stat counts 10 ms ticks,
+    ~25 of them in a 10 s run at 200 req/s), or the ticks where schedstat
+    is missing."""
+    total = 0.0
     for pid in pids_of(root_pid):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / CLK_TCK
+            ns = 0
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+            total += ns / 1e9
+        except (OSError, ValueError, IndexError):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            except OSError:
+                pass
+    return total
 
 
 def rss_kib(root_pid):
