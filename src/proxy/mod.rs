@@ -117,7 +117,7 @@ impl Worker {
 /// How often a worker ships its analytics delta and log records (the
 /// connection gauges may lag that long). Each flush may wake the worker, the
 /// collector and the log thread: at 250 ms, those 24 wake-ups a second with
-/// two workers cost ~10% of the CPU per request at 200 req/s
+/// two workers cost 5–10% of the CPU per request at 200 req/s
 /// (docs/benchmarks.md, "Light load: wake-ups per request"). Under load
 /// the log records go sooner, every `RECORD_BATCH` requests.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
