@@ -366,17 +366,46 @@ fn guardrail_rows(s: &State) -> serde_json::Value {
         .collect()
 }
 
-/// The most recent records, newest first, filtered by exact matches.
+/// The most recent records, newest first, filtered by exact matches. The
+/// ring holds them in the order the workers' batches arrived, which across
+/// workers is not the order they finished in: sorted here (≤ 1,000 records,
+/// on the admin thread) rather than on every insert.
 pub fn logs(r: &Recent, limit: usize, provider: Option<&str>, model: Option<&str>, status: Option<u16>) -> String {
-    let data: Vec<_> = r
+    let mut matching: Vec<&super::Record> = r
         .records
         .iter()
-        .rev()
         .filter(|rec| provider.is_none_or(|p| rec.provider.as_deref() == Some(p)))
         .filter(|rec| model.is_none_or(|m| rec.model.as_deref() == Some(m)))
         .filter(|rec| status.is_none_or(|s| rec.status == s))
-        .take(limit)
-        .map(super::Record::to_json)
         .collect();
+    matching.sort_by(|a, b| b.finished.cmp(&a.finished));
+    let data: Vec<_> = matching.into_iter().take(limit).map(|rec| rec.to_json()).collect();
     serde_json::json!({ "object": "list", "data": data }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::analytics::Record;
+
+    /// Batches from two workers arrive in flush order; the log lists the
+    /// requests in the order they finished.
+    #[test]
+    fn logs_are_newest_first_whatever_order_the_batches_came_in() {
+        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            crate::service::RequestId([b'0'; 24]),
+            Instant::now(),
+        );
+        let mut recent = Recent::default();
+        for ms in [3, 4, 1, 2] {
+            recent.push(Record::of(&mut ctx, Duration::from_millis(ms)));
+        }
+        let v: serde_json::Value = serde_json::from_str(&logs(&recent, 3, None, None, None)).expect("json");
+        let order: Vec<f64> =
+            v["data"].as_array().expect("data").iter().filter_map(|r| r["duration_ms"].as_f64()).collect();
+        assert_eq!(order, [4.0, 3.0, 2.0]);
+    }
 }

@@ -18,7 +18,7 @@ mod samples;
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 pub use collector::{Collector, State};
@@ -31,6 +31,9 @@ use crate::proxy::ctx::{CacheKey, RequestCtx, Usage};
 #[derive(Debug, Clone)]
 pub struct Record {
     pub ts_unix_ms: u64,
+    /// When the request ended (monotonic): `/admin/logs` orders by it, since
+    /// workers hand their records over in batches, not as they finish.
+    pub finished: Instant,
     pub request_id: String,
     pub client_ip: IpAddr,
     pub method: String,
@@ -89,6 +92,7 @@ impl Record {
         let r = std::mem::take(&mut ctx.response);
         Record {
             ts_unix_ms: ctx.ts_unix_ms,
+            finished: ctx.started + duration,
             request_id: ctx.id.as_str().to_string(),
             client_ip: ctx.peer,
             method: String::from_utf8_lossy(&ctx.method).into_owned(),
