@@ -378,7 +378,7 @@ pub fn logs(r: &Recent, limit: usize, provider: Option<&str>, model: Option<&str
         .filter(|rec| model.is_none_or(|m| rec.model.as_deref() == Some(m)))
         .filter(|rec| status.is_none_or(|s| rec.status == s))
         .collect();
-    matching.sort_by(|a, b| b.finished.cmp(&a.finished));
+    matching.sort_by_key(|rec| std::cmp::Reverse(rec.finished));
     let data: Vec<_> = matching.into_iter().take(limit).map(|rec| rec.to_json()).collect();
     serde_json::json!({ "object": "list", "data": data }).to_string()
 }
