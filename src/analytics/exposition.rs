@@ -385,7 +385,7 @@ pub fn logs(r: &Recent, limit: usize, provider: Option<&str>, model: Option<&str
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
     use crate::analytics::Record;
@@ -394,11 +394,7 @@ mod tests {
     /// requests in the order they finished.
     #[test]
     fn logs_are_newest_first_whatever_order_the_batches_came_in() {
-        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            crate::service::RequestId([b'0'; 24]),
-            Instant::now(),
-        );
+        let mut ctx = crate::proxy::ctx::RequestCtx::for_tests();
         let mut recent = Recent::default();
         for ms in [3, 4, 1, 2] {
             recent.push(Record::of(&mut ctx, Duration::from_millis(ms)));

@@ -235,11 +235,7 @@ mod tests {
 
     #[test]
     fn the_recent_ring_is_bounded_in_bytes() {
-        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            crate::service::RequestId([b'0'; 24]),
-            std::time::Instant::now(),
-        );
+        let mut ctx = crate::proxy::ctx::RequestCtx::for_tests();
         let mut recent = Recent::default();
         for _ in 0..100 {
             let mut rec = Record::of(&mut ctx, std::time::Duration::ZERO);

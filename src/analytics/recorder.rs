@@ -275,11 +275,7 @@ mod tests {
     #[test]
     fn records_go_in_batches_and_a_full_channel_counts_what_it_refused() {
         let (r, delta_rx, record_rx) = recorder(16, 1);
-        let mut ctx = crate::proxy::ctx::RequestCtx::unparsed(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            crate::service::RequestId([b'0'; 24]),
-            std::time::Instant::now(),
-        );
+        let mut ctx = crate::proxy::ctx::RequestCtx::for_tests();
         let mut one = || r.record(Record::of(&mut ctx, Duration::ZERO));
         for _ in 0..RECORD_BATCH - 1 {
             one();

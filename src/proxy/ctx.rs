@@ -178,6 +178,13 @@ impl<'a> RequestCtx<'a> {
         ctx
     }
 
+    /// A context with nothing parsed, for unit tests of what reads a
+    /// finished request (records, the log).
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self::unparsed(IpAddr::from([127, 0, 0, 1]), RequestId([b'0'; 24]), Instant::now())
+    }
+
     /// The context of bytes that never made a valid request head.
     pub fn unparsed(peer: IpAddr, id: RequestId, started: Instant) -> Self {
         RequestCtx {
