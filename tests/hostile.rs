@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::Write,
+    io::{Read, Write},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -344,7 +344,10 @@ fn the_request_deadline_cuts_a_body_still_coming() {
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
             );
             let _ = s.write_all(&[b'x'; 1000]);
-            std::thread::sleep(Duration::from_secs(3));
+            // Stall: hold the rest until the gateway gives up and closes
+            // (bounded, in case it never does).
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = s.read(&mut [0u8; 1]);
         }
     });
     let toml = format!(

@@ -78,17 +78,20 @@ mod tests {
     use super::*;
 
     /// A send buffer that fills: the first write goes at once, the rest
-    /// through the runtime once the reader drains the socket; every byte
-    /// arrives once and in order.
+    /// through the runtime whenever the small buffers are full (1 MiB
+    /// through a few KiB of buffer: many times); every byte arrives once and
+    /// in order.
     #[test]
     fn a_full_socket_falls_back_to_the_runtime_and_nothing_is_lost() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let total = 8 << 20;
+        // Small buffers both ends (the accepted socket inherits the
+        // listener's): one send takes tens of KiB at most, so most of the
+        // 1 MiB must go through the runtime's wait for room.
+        socket2::SockRef::from(&listener).set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let total = 1 << 20;
         let reader = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
-            // Let the writer fill the socket before reading.
-            std::thread::sleep(std::time::Duration::from_millis(100));
             // Exactly the bytes sent (the runtime closes the socket only
             // once it runs again, so no EOF to read up to).
             let mut got = vec![0u8; total];
@@ -99,12 +102,18 @@ mod tests {
         let expect = sent.clone();
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("runtime");
         rt.block_on(async move {
-            let mut s = monoio::net::TcpStream::connect(addr).await.expect("connect");
+            // A small send buffer, so the socket is full long before 1 MiB.
+            let std = std::net::TcpStream::connect(addr).expect("connect");
+            socket2::SockRef::from(&std).set_send_buffer_size(4096).expect("SO_SNDBUF");
+            let mut s = monoio::net::TcpStream::from_std(std).expect("monoio stream");
             let fd = s.as_raw_fd();
-            let (first, _) = write(&mut s, fd, sent[..1000].to_vec()).await;
-            assert_eq!(first.expect("first write"), 1000);
-            let (res, _) = write_all(&mut s, fd, sent[1000..].to_vec()).await;
-            assert_eq!(res.expect("write_all"), total - 1000);
+            // One write takes what the buffers hold, far from all of it ...
+            let (first, _) = write(&mut s, fd, sent.clone()).await;
+            let first = first.expect("first write");
+            assert!(first > 0 && first < total / 4, "{first}");
+            // ... and the rest must wait for room through the runtime.
+            let (res, _) = write_all(&mut s, fd, sent[first..].to_vec()).await;
+            assert_eq!(res.expect("write_all"), total - first);
         });
         assert!(reader.join().expect("reader") == expect);
     }
@@ -122,7 +131,7 @@ mod tests {
             // The first send may still be taken; once the peer's RST is
             // back, sends fail (EPIPE / ECONNRESET) rather than block.
             let mut failed = false;
-            for _ in 0..100 {
+            for _ in 0..500 {
                 let (res, _) = write_all(&mut s, fd, vec![0u8; 1 << 16]).await;
                 if res.is_err() {
                     failed = true;
