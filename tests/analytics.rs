@@ -251,6 +251,30 @@ fn bodies_are_captured_only_when_asked_and_truncated() {
     }));
 }
 
+/// A translated answer is read whole before it is sent (`relay/whole.rs`);
+/// its capture is what the client received, as a relayed one's is.
+#[test]
+fn translated_answers_are_captured_too() {
+    let m = mock();
+    let toml = format!(
+        "[log]\ncapture_bodies = true\ncapture_max_bytes = 4096\n{}[routes.claude]\ntargets = [{{ provider = \"anth\", model = \"claude-x\" }}]\n",
+        provider("anth", "anthropic", m.addr)
+    );
+    let gw = Gateway::start("", &toml);
+    let body = r#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = roundtrip(gw.addr, &post("/v1/chat/completions", body));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["object"], "chat.completion");
+    let mut log = serde_json::Value::Null;
+    assert!(eventually(Duration::from_secs(5), || {
+        log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
+        log["data"][0]["status"] == 200
+    }));
+    let captured = log["data"][0]["response_body"].as_str().unwrap_or_else(|| panic!("{log}"));
+    // OpenAI's chat completion, as the client received it.
+    assert_eq!(captured.as_bytes(), &r.body[..]);
+}
+
 #[test]
 fn upstream_is_asked_for_identity_encoding_so_usage_stays_readable() {
     let m = mock();

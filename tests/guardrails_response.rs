@@ -156,6 +156,43 @@ fn whole_answers_are_redacted_and_counted() {
     assert_eq!(metric(&m, &line("credit_card", "redact")), 3.0, "{m}");
 }
 
+/// The request log keeps what the client was sent: a redacted value never
+/// reaches the log's captured body, whole or streamed, translated or not.
+#[test]
+fn the_logged_answer_is_the_redacted_one() {
+    let mock = mock();
+    let toml = format!(
+        "[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n{}guardrails = [\"pii\"]\n{}guardrails = [\"pii\"]\n{POLICIES}",
+        provider("mock", "mock", mock.addr),
+        provider("anth", "anthropic", mock.addr),
+    );
+    let gw = Gateway::start("", &toml);
+    let words = content(&[TEXT]);
+    let cases = [
+        ("/mock/v1/chat/completions", chat("gpt-4o-mini", false)),
+        ("/mock/v1/chat/completions", chat("gpt-4o-mini", true)),
+        ("/v1/chat/completions", chat("anth/claude-x", false)),
+        ("/v1/chat/completions", chat("anth/claude-x", true)),
+    ];
+    for (n, (path, body)) in cases.iter().enumerate() {
+        let r = roundtrip(gw.addr, &post_with(path, body, &words));
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        let sent = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(!sent.contains("jane.doe"), "{sent}");
+        let mut log = Value::Null;
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                log = roundtrip(gw.admin, &get(&format!("/admin/logs?limit={}", n + 1))).json();
+                log["data"].as_array().is_some_and(|d| d.len() == n + 1)
+            }),
+            "{log}"
+        );
+        let logged = log["data"][0]["response_body"].as_str().unwrap_or_else(|| panic!("{path}: {log}"));
+        assert!(logged.contains("[EMAIL]"), "{path}: {logged}");
+        assert!(!logged.contains("jane.doe") && !logged.contains("4111"), "{path}: {logged}");
+    }
+}
+
 #[test]
 fn block_ends_answers_the_way_each_provider_does() {
     let mock = mock();

@@ -35,9 +35,12 @@ pub enum ResponseError {
 
 /// Parses a response head at the start of `buf`; `Ok(None)`: read more.
 pub fn parse(buf: &[u8], head_request: bool, max_head: usize) -> Result<Option<ParsedResponse>, ResponseError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    // Uninitialised, as the request parser's: filling 256 empty headers
+    // (8 KiB) before every parse was ~2% of a proxied request's CPU at
+    // saturation (perf, docs/benchmarks.md).
+    let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > max_head { Err(ResponseError::TooLarge) } else { Ok(None) };

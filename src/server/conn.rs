@@ -61,7 +61,7 @@ async fn run<S: Service>(ctx: &ServerCtx, service: &S, io: &mut ClientIo, peer: 
         };
         let started = Instant::now();
         let id = ctx.next_request_id();
-        let body = match read_body(ctx, io, &head).await {
+        let body = match read_body(ctx, io, &head, started).await {
             Ok(Some(body)) => body,
             Ok(None) => return,
             Err(error) => {
@@ -128,9 +128,15 @@ async fn read_head(
 }
 
 /// Ok(None): the client closed mid-body; there is no one to answer.
-async fn read_body(ctx: &ServerCtx, io: &mut ClientIo, head: &RequestHead) -> Result<Option<Bytes>, GatewayError> {
+/// The body must be whole `body_read` after the head was (`started`).
+async fn read_body(
+    ctx: &ServerCtx,
+    io: &mut ClientIo,
+    head: &RequestHead,
+    started: Instant,
+) -> Result<Option<Bytes>, GatewayError> {
     let max = ctx.limits.max_body_bytes;
-    let deadline = Instant::now() + ctx.timeouts.body_read;
+    let deadline = started + ctx.timeouts.body_read;
     match head.framing() {
         BodyFraming::Empty => Ok(Some(Bytes::new())),
         BodyFraming::Length(n) => {

@@ -57,8 +57,6 @@ pub struct Tap {
     /// merge tokens across deltas).
     text: String,
     parts: Vec<u32>,
-    /// The first bytes of the body, when bodies are captured.
-    capture: Option<(Vec<u8>, usize)>,
     /// How the stream's events say it went (`providers::StreamFormat`).
     signals: StreamSignals,
     /// Whether tokens are counted (analytics, a token limit or a budget):
@@ -86,43 +84,28 @@ impl Tap {
             done: false,
             text: String::new(),
             parts: Vec::new(),
-            capture: None,
             signals: StreamSignals::default(),
             counting: true,
         }
     }
 
+    // Setters rather than by-value builders: each by-value step moved the
+    // whole ~300-byte tap once more.
+
     /// The stream's format: the tap then looks only for its markers.
-    pub fn stream_format(mut self, format: crate::providers::StreamFormat) -> Tap {
+    pub fn set_stream_format(&mut self, format: crate::providers::StreamFormat) {
         self.signals.format = Some(format);
-        self
     }
 
     /// Reads no usage and estimates nothing: no one counts this answer's
     /// tokens.
-    pub fn not_counting(mut self) -> Tap {
+    pub fn set_not_counting(&mut self) {
         self.counting = false;
-        self
-    }
-
-    /// Also keeps the first `max` bytes of the body.
-    pub fn capture(mut self, max: usize) -> Tap {
-        self.capture = Some((Vec::new(), max));
-        self
-    }
-
-    /// The captured start of the body, if capturing.
-    pub fn captured(&self) -> Option<String> {
-        self.capture.as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
     }
 
     /// Observes the next decoded body bytes, in order.
     pub fn observe(&mut self, data: &[u8]) {
-        if let Some((buf, max)) = self.capture.as_mut() {
-            let room = max.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..data.len().min(room)]);
-        }
-        let Tap { mode, tracker, events, done, text, parts, signals, counting, .. } = self;
+        let Tap { mode, tracker, events, done, text, parts, signals, counting } = self;
         match mode {
             Mode::Sse(splitter) => splitter.feed(data, &mut |e| {
                 *events += 1;

@@ -162,8 +162,9 @@ async fn read_head(
                 }
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, conn.read_more()).await {
+        // At the deadline itself: `timeout(left, …)` would read the clock
+        // twice more per response.
+        match monoio::time::timeout_at(monoio::time::Instant::from_std(deadline), conn.read_more()).await {
             Ok(Ok(0)) if !received => {
                 return Err(Failure::NoResponse(GatewayError::UpstreamClosed { provider: up.name.clone() }));
             }

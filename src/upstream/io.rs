@@ -69,17 +69,18 @@ impl Connection {
 
     /// Parks the connection idle: it holds no buffer (hundreds of pooled
     /// connections would otherwise pin theirs) and starts small again.
-    pub fn park(&mut self) {
+    pub fn park(&mut self, now: Instant) {
         self.buf = BytesMut::new();
         self.read_size = READ_MIN;
-        self.idle_since = Instant::now();
+        self.idle_since = now;
     }
 
     /// Cheap liveness check for a pooled connection that sat idle a while:
     /// a non-blocking peek sees the upstream's FIN (or an unsolicited
-    /// response) before we send a request into a dead socket.
-    pub fn looks_alive(&self) -> bool {
-        if self.idle_since.elapsed() < Duration::from_secs(1) {
+    /// response) before we send a request into a dead socket. `idle`: how
+    /// long it sat in the pool.
+    pub fn looks_alive(&self, idle: Duration) -> bool {
+        if idle < Duration::from_secs(1) {
             return true;
         }
         let mut byte = 0u8;
@@ -228,7 +229,7 @@ mod tests {
             writer.join().unwrap().unwrap();
             assert_eq!(conn.read_size, READ_MAX);
             assert!(conn.buf.capacity() <= 2 * READ_MAX, "{}", conn.buf.capacity());
-            conn.park();
+            conn.park(std::time::Instant::now());
             assert_eq!((conn.buf.capacity(), conn.read_size), (0, READ_MIN));
         });
     }

@@ -7,7 +7,8 @@
 //! 3. strip — the usage chunk the gateway asked for is taken back out;
 //! 4. guard — response-side guardrails (`proxy/guard.rs`);
 //! 5. record — a cacheable answer's bytes, as the client sees them, go to
-//!    the cache and to the followers of its flight.
+//!    the cache and to the followers of its flight, and their start to the
+//!    request log when bodies are captured.
 //!
 //! Each stage that applies writes into its own scratch buffer, reused for
 //! the whole response; a stage that does not apply costs one branch.
@@ -32,6 +33,8 @@ pub struct Filter<'a> {
     pub guard: Option<ResponseGuard>,
     /// A cacheable miss: the bytes the client sees are kept and fanned out.
     pub leader: Option<&'a mut Leader>,
+    /// `[log] capture_bodies`: the start of what the client sees.
+    pub capture: Option<Capture>,
     /// How the client's body is framed: chunks, or bytes as they are.
     pub chunked_out: bool,
     /// Why the stream must be cut (an event past the size caps), as the
@@ -67,6 +70,7 @@ impl<'a> Filter<'a> {
             stripper: None,
             guard: None,
             leader,
+            capture: None,
             chunked_out,
             cut: None,
             translated: Vec::new(),
@@ -88,6 +92,9 @@ impl<'a> Filter<'a> {
         if let Some(l) = self.leader.as_deref_mut() {
             l.data(data);
         }
+        if let Some(c) = self.capture.as_mut() {
+            c.feed(data);
+        }
     }
 
     /// Passes the next decoded upstream bytes through the chain into `out`.
@@ -108,7 +115,7 @@ impl<'a> Filter<'a> {
             return;
         }
         let data = stage(data, self.guard.as_mut(), &mut self.guarded, |g, d, o| g.feed(d, o));
-        emit(self.leader.as_deref_mut(), out, data, self.chunked_out);
+        emit(self.leader.as_deref_mut(), self.capture.as_mut(), out, data, self.chunked_out);
     }
 
     /// The upstream body ended: the translator's last events and whatever
@@ -129,16 +136,48 @@ impl<'a> Filter<'a> {
             std::mem::swap(&mut tail, &mut self.guarded);
         }
         if !tail.is_empty() {
-            emit(self.leader.as_deref_mut(), out, &tail, self.chunked_out);
+            emit(self.leader.as_deref_mut(), self.capture.as_mut(), out, &tail, self.chunked_out);
         }
         self.translated = tail;
     }
 }
 
 /// The end of the chain: the recorder, then the client's framing.
-fn emit(leader: Option<&mut Leader>, out: &mut BytesMut, data: &[u8], chunked_out: bool) {
+fn emit(
+    leader: Option<&mut Leader>,
+    capture: Option<&mut Capture>,
+    out: &mut BytesMut,
+    data: &[u8],
+    chunked_out: bool,
+) {
     if let Some(l) = leader {
         l.data(data);
     }
+    if let Some(c) = capture {
+        c.feed(data);
+    }
     if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
+}
+
+/// The start of the answer as the client received it (after translation
+/// and response guardrails, before chunk framing), for the request log:
+/// a value a guardrail redacted must not reach the log either.
+pub struct Capture {
+    kept: Vec<u8>,
+    max: usize,
+}
+
+impl Capture {
+    pub fn new(max: usize) -> Self {
+        Capture { kept: Vec::new(), max }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        let room = self.max.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.kept).into_owned()
+    }
 }

@@ -24,7 +24,7 @@ use monoio::{
     io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller},
 };
 
-use self::filter::Filter;
+use self::filter::{Capture, Filter};
 use super::{
     Worker,
     ctx::RequestCtx,
@@ -168,13 +168,10 @@ pub fn relay<'a>(
             return Box::pin(whole::relay_whole(w, ctx, a, io)).await;
         }
         let mut tap = Tap::for_content_type(content_type);
-        if let Some(max) = w.shared.capture {
-            tap = tap.capture(max);
-        }
         if !w.counts_tokens(ctx) {
-            tap = tap.not_counting();
+            tap.set_not_counting();
         }
-        tap = tap.stream_format(a.format);
+        tap.set_stream_format(a.format);
         let Answer { up, start, strip_usage, translation, model, json_mode, deadline, fill, routed, prompt, format } =
             a;
         // The upstream's own `x-ratelimit-*` give way when the gateway adds lines.
@@ -221,6 +218,7 @@ pub fn relay<'a>(
             filter.translator = StreamTranslator::new(translation, &model, ctx.facts.stream_options_usage(), json_mode);
         }
         filter.stripper = (strip_usage && is_sse).then(UsageStripper::new);
+        filter.capture = w.shared.capture.map(Capture::new);
         if streamed {
             let client_format = if translated_stream { StreamFormat::OpenAiChat } else { format };
             filter.guard = ResponseGuard::for_stream(w, ctx, client_format);
@@ -243,6 +241,7 @@ pub fn relay<'a>(
         };
         let cut = filter.cut;
         let guard = filter.guard.take();
+        let captured = filter.capture.take().map(|c| c.text());
         drop(filter);
         if let Some(g) = guard {
             g.conclude(ctx);
@@ -262,6 +261,7 @@ pub fn relay<'a>(
             progress,
             prompt,
             format,
+            captured,
         };
         conclude(w, ctx, concluded, end, io).await
     }
@@ -285,6 +285,8 @@ struct Concluded<'a> {
     progress: Progress,
     prompt: Bytes,
     format: StreamFormat,
+    /// The start of the answer the client received (`filter::Capture`).
+    captured: Option<String>,
 }
 
 /// The one end of every relay: usage from the tap, the cache store
@@ -293,7 +295,7 @@ struct Concluded<'a> {
 /// answer hits the cache and is admitted against the debit, on any
 /// worker), the context's response facts, the pooled connection.
 async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: End, io: &mut ClientIo) -> Outcome {
-    let Concluded { up, conn, upstream, status, cause, mut tap, fill, mut progress, prompt, format } = c;
+    let Concluded { up, conn, upstream, status, cause, mut tap, fill, mut progress, prompt, format, captured } = c;
     // A provider bills a model call that answered 2xx. A request with
     // neither a body nor a model (GET /v1/models, a file download) is no
     // model call: without reported usage it costs no tokens, rather than
@@ -333,7 +335,7 @@ async fn conclude(w: &Worker, ctx: &mut RequestCtx<'_>, c: Concluded<'_>, end: E
     r.status = status;
     r.bytes_out = progress.bytes_out;
     r.ttfb = progress.first_write.map(|t| t.saturating_duration_since(ctx.started));
-    r.response_body = tap.captured();
+    r.response_body = captured;
     // The client leaving is what the record says first; otherwise a known
     // cause says more than "cut short".
     r.error = match end {

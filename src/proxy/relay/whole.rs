@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Answer, Concluded, End, Progress, conclude, response_header};
+use super::{Answer, Concluded, End, Progress, conclude, filter::Capture, response_header};
 use crate::{
     cache::{Stored, flight::FlightHead},
     error::GatewayError,
@@ -89,10 +89,12 @@ pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io
     let ResponseStart { mut conn, head, raw_head, .. } = start;
     let content_type = response_header(&raw_head, &head, b"content-type");
     let is_sse = super::is_event_stream(content_type);
+    // The stream's end markers are the provider's, as a relayed body's.
     let mut tap = Tap::for_content_type(content_type);
     if !w.counts_tokens(ctx) {
-        tap = tap.not_counting();
+        tap.set_not_counting();
     }
+    tap.set_stream_format(format);
     let translated = translation != Translation::None;
     let whole = read_whole(&mut conn, head.framing, deadline).await;
     let (answer, end) = match whole {
@@ -184,7 +186,14 @@ pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io
     };
     let fill = fill.map(|f| (f, stored));
     let cause = answer.err().map(|e| e.code());
-    let concluded = Concluded { up, conn, upstream: &head, status, cause, tap, fill, progress, prompt, format };
+    // The log keeps what the client was sent (translated, redacted).
+    let captured = w.shared.capture.map(|max| {
+        let mut c = Capture::new(max);
+        c.feed(&body);
+        c.text()
+    });
+    let concluded =
+        Concluded { up, conn, upstream: &head, status, cause, tap, fill, progress, prompt, format, captured };
     conclude(w, ctx, concluded, end, io).await
 }
 
