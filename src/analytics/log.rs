@@ -55,9 +55,8 @@ impl Recent {
 impl Record {
     /// Memory the record holds, roughly: itself and its strings.
     pub fn weight(&self) -> usize {
-        let strings = [&self.request_id, &self.method, &self.path]
-            .iter()
-            .map(|s| s.len())
+        let strings = [self.method.len(), self.path.len()]
+            .into_iter()
             .chain(
                 [&self.model, &self.metadata, &self.request_body, &self.response_body]
                     .iter()
@@ -72,7 +71,7 @@ impl Record {
         let has_usage = self.usage.is_some();
         serde_json::json!({
             "ts": self.ts_unix_ms,
-            "request_id": self.request_id,
+            "request_id": std::str::from_utf8(&self.request_id).unwrap_or(""),
             "client_key_id": self.client_key_id.as_deref(),
             "limited_by": self.limited_by.as_deref(),
             "guardrails": self.guardrails.iter().map(|e| serde_json::json!({
@@ -83,8 +82,8 @@ impl Record {
                 "count": e.count,
             })).collect::<Vec<_>>(),
             "client_ip": self.client_ip.to_string(),
-            "method": self.method,
-            "path": self.path,
+            "method": self.method.as_str(),
+            "path": String::from_utf8_lossy(&self.path),
             "provider": self.provider.as_deref(),
             "model": self.model,
             "stream": self.stream,
@@ -248,6 +247,24 @@ mod tests {
             recent.push(Record::of(&mut ctx, std::time::Duration::ZERO));
         }
         assert_eq!(recent.records.len(), RECENT);
+    }
+
+    #[test]
+    fn method_path_and_id_are_written_as_the_client_sent_them() {
+        let mut ctx = crate::proxy::ctx::RequestCtx::for_tests();
+        ctx.method = bytes::Bytes::from_static(b"POST");
+        ctx.path = bytes::Bytes::from_static(b"/mock/v1/chat/completions?x=\xff");
+        let rec = Record::of(&mut ctx, std::time::Duration::ZERO);
+        assert_eq!(rec.method, crate::analytics::Method::Known("POST"));
+        let j = rec.to_json();
+        assert_eq!((&j["method"], &j["request_id"]), (&"POST".into(), &"0".repeat(24).into()));
+        // Lossy, as the log always was: a byte that is not UTF-8 becomes U+FFFD.
+        assert_eq!(j["path"], "/mock/v1/chat/completions?x=\u{fffd}");
+        // A method outside the common ones is kept, and weighs its bytes.
+        ctx.method = bytes::Bytes::from_static(b"PROPFIND");
+        let odd = Record::of(&mut ctx, std::time::Duration::ZERO);
+        assert_eq!(odd.to_json()["method"], "PROPFIND");
+        assert_eq!(odd.weight(), rec.weight() + 8);
     }
 
     #[test]
