@@ -185,6 +185,40 @@ fn concurrent_identical_requests_make_one_upstream_request() {
     }
 }
 
+/// With `capture_bodies`, the request log keeps what each client received
+/// however it was served: the miss, a hit, and a follower of a flight.
+#[test]
+fn hits_and_followers_log_the_answer_they_were_sent() {
+    let (gw, _m) = cached_gateway("[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n");
+    let logged = |n: usize| {
+        let mut log = serde_json::Value::Null;
+        assert!(eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get(&format!("/admin/logs?limit={n}"))).json();
+            log["data"].as_array().is_some_and(|d| d.len() == n)
+        }));
+        log
+    };
+    let miss = roundtrip(gw.addr, &post("/mock/v1/chat/completions", &chat("log me")));
+    let hit = roundtrip(gw.addr, &post("/mock/v1/chat/completions", &chat("log me")));
+    assert_eq!((miss.header("x-aigw-cache-status"), hit.header("x-aigw-cache-status")), (Some("MISS"), Some("HIT")));
+    let log = logged(2);
+    for rec in log["data"].as_array().unwrap() {
+        assert_eq!(rec["response_body"].as_str().map(str::as_bytes), Some(&miss.body[..]), "{rec}");
+    }
+    // A stream, its followers joining while the leader's answer is in flight.
+    let headers = "x-mock-ttft-ms: 300\r\nx-mock-delay-ms: 5\r\n";
+    let responses = concurrently(gw.addr, 3, post_with("/mock/v1/chat/completions", &chat_stream("log me"), headers));
+    let log = logged(5);
+    let records = &log["data"].as_array().unwrap()[..3];
+    assert!(records.iter().any(|r| r["coalesced"] == true), "{log}");
+    for (rec, r) in records.iter().zip(&responses) {
+        // The client's body decoded from its chunks is the event stream.
+        let text = rec["response_body"].as_str().unwrap_or_else(|| panic!("{rec}"));
+        assert!(text.starts_with("data: ") && text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(r.body, responses[0].body);
+    }
+}
+
 #[test]
 fn followers_get_the_stream_as_it_arrives_not_after_it_ends() {
     let (gw, m) = cached_gateway("");

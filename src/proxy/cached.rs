@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Worker, ctx::RequestCtx, headers, resolve::Resolved};
+use super::{Worker, capture::Capture, ctx::RequestCtx, headers, resolve::Resolved};
 use crate::{
     cache::{
         CacheStatus, Entry, Fill, Lookup, Plan, PlanInput,
@@ -188,6 +188,7 @@ async fn serve_hit(w: &Worker, entry: &Entry, io: &mut ClientIo, ctx: &mut Reque
     ctx.response.status = entry.status;
     ctx.response.ttfb = Some(ctx.started.elapsed());
     ctx.response.bytes_out = if sent { total as u64 } else { 0 };
+    ctx.response.response_body = w.shared.capture.map(|max| Capture::whole(max, &entry.body));
     note_saved(w, ctx, entry.usage);
     if !sent {
         ctx.response.error = Some("client_disconnected");
@@ -217,6 +218,7 @@ async fn follow(
     let mut fr = Framing::Chunked;
     let mut head_sent = false;
     let mut bytes_out = 0u64;
+    let mut capture = w.shared.capture.map(Capture::new);
     let outcome = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let update = match monoio::time::timeout(wait, f.next(&mut body)).await {
@@ -242,6 +244,9 @@ async fn follow(
                 continue;
             }
             Update::Data => {
+                if let Some(c) = capture.as_mut() {
+                    c.feed(&body);
+                }
                 if fr == Framing::Chunked {
                     write::chunk(&mut out, &body);
                 } else {
@@ -271,6 +276,7 @@ async fn follow(
     };
     ctx.cache.coalesced = true;
     ctx.response.bytes_out = bytes_out;
+    ctx.response.response_body = capture.map(|c| c.text());
     if let Err(e) = outcome {
         ctx.response.error = Some(e);
     }

@@ -6,6 +6,7 @@
 mod access;
 mod attempts;
 mod cached;
+mod capture;
 mod controls;
 pub mod ctx;
 mod guard;

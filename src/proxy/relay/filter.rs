@@ -19,6 +19,7 @@ use crate::{
     cache::flight::Leader,
     http::write,
     providers::translate::StreamTranslator,
+    proxy::capture::Capture,
     proxy::guard::ResponseGuard,
     tap::{Tap, strip::UsageStripper},
 };
@@ -157,27 +158,4 @@ fn emit(
         c.feed(data);
     }
     if chunked_out { write::chunk(out, data) } else { out.extend_from_slice(data) }
-}
-
-/// The start of the answer as the client received it (after translation
-/// and response guardrails, before chunk framing), for the request log:
-/// a value a guardrail redacted must not reach the log either.
-pub struct Capture {
-    kept: Vec<u8>,
-    max: usize,
-}
-
-impl Capture {
-    pub fn new(max: usize) -> Self {
-        Capture { kept: Vec::new(), max }
-    }
-
-    pub fn feed(&mut self, data: &[u8]) {
-        let room = self.max.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&data[..data.len().min(room)]);
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.kept).into_owned()
-    }
 }

@@ -24,9 +24,10 @@ use monoio::{
     io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller},
 };
 
-use self::filter::{Capture, Filter};
+use self::filter::Filter;
 use super::{
     Worker,
+    capture::Capture,
     ctx::RequestCtx,
     guard::{self, ResponseGuard},
     headers,
