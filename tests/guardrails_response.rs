@@ -313,3 +313,44 @@ fn pseudonymized_values_come_back_to_the_client_exactly() {
     let line = "aigw_guardrail_actions_total{policy=\"pseudo\",detector=\"email\",action=\"pseudonymize\",direction=\"request\"}";
     assert!(eventually(Duration::from_secs(10), || metric(&metrics_text(gw.admin), line) >= 3.0));
 }
+
+/// The mapping is never logged: with `capture_bodies`, a pseudonymized
+/// request's record keeps its placeholders and no answer (the answer holds
+/// the values put back), whole, streamed or translated.
+#[test]
+fn pseudonymized_values_stay_out_of_the_request_log() {
+    let mock = mock();
+    let policy = "[guardrails.pseudo]\ndetectors = [\"email\"]\nrequest = \"pseudonymize\"\n";
+    let toml = format!(
+        "[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n{}guardrails = [\"pseudo\"]\n{}guardrails = [\"pseudo\"]\n{policy}",
+        provider("ps", "mock", mock.addr),
+        provider("anth", "anthropic", mock.addr),
+    );
+    let gw = Gateway::start("", &toml);
+    let answer = content(&["Sent to [EMAIL_1]."]);
+    let cases = [
+        ("/ps/v1/chat/completions", r#"{"model":"m","messages":[{"role":"user","content":"mail jane@corp.example"}]}"#),
+        (
+            "/ps/v1/chat/completions",
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"mail jane@corp.example"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"anth/claude-x","messages":[{"role":"user","content":"mail jane@corp.example"}]}"#,
+        ),
+    ];
+    for (n, (path, body)) in cases.iter().enumerate() {
+        let r = roundtrip(gw.addr, &post_with(path, body, &answer));
+        assert_eq!(r.status, 200, "{path}");
+        assert!(String::from_utf8_lossy(&r.body).contains("jane@corp.example"), "the client gets the value back");
+        let mut log = Value::Null;
+        assert!(eventually(Duration::from_secs(5), || {
+            log = roundtrip(gw.admin, &get(&format!("/admin/logs?limit={}", n + 1))).json();
+            log["data"].as_array().is_some_and(|d| d.len() == n + 1)
+        }));
+        let rec = &log["data"][0];
+        assert!(rec["request_body"].as_str().is_some_and(|b| b.contains("[EMAIL_1]")), "{rec}");
+        assert!(rec["response_body"].is_null(), "{rec}");
+        assert!(!log.to_string().contains("jane@corp"), "{log}");
+    }
+}

@@ -4,6 +4,16 @@
 //! read whole, a cache hit, a coalesced follower). A value a guardrail
 //! redacted must not reach the log either.
 
+use super::{Worker, ctx::RequestCtx};
+
+/// How much of this request's answer the log keeps, if any. None for a
+/// pseudonymized request: the answer it received carries the values its
+/// mapping put back, and those are never logged (its request's capture
+/// holds the placeholders).
+pub fn answer_max(w: &Worker, ctx: &RequestCtx<'_>) -> Option<usize> {
+    w.shared.capture.filter(|_| ctx.guard.pseudonyms.is_none())
+}
+
 pub struct Capture {
     kept: Vec<u8>,
     max: usize,

@@ -27,7 +27,7 @@ use monoio::{
 use self::filter::Filter;
 use super::{
     Worker,
-    capture::Capture,
+    capture::{self, Capture},
     ctx::RequestCtx,
     guard::{self, ResponseGuard},
     headers,
@@ -219,7 +219,7 @@ pub fn relay<'a>(
             filter.translator = StreamTranslator::new(translation, &model, ctx.facts.stream_options_usage(), json_mode);
         }
         filter.stripper = (strip_usage && is_sse).then(UsageStripper::new);
-        filter.capture = w.shared.capture.map(Capture::new);
+        filter.capture = capture::answer_max(w, ctx).map(Capture::new);
         if streamed {
             let client_format = if translated_stream { StreamFormat::OpenAiChat } else { format };
             filter.guard = ResponseGuard::for_stream(w, ctx, client_format);

@@ -16,7 +16,12 @@ use crate::{
         response::ResponseFraming,
     },
     providers::{StreamFormat, Translation, translate},
-    proxy::{Worker, capture::Capture, ctx::RequestCtx, guard, headers},
+    proxy::{
+        Worker,
+        capture::{self, Capture},
+        ctx::RequestCtx,
+        guard, headers,
+    },
     service::{ClientIo, Outcome},
     tap::{Tap, strip::UsageStripper},
     upstream::{exchange::ResponseStart, io::Connection},
@@ -187,7 +192,7 @@ pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io
     let fill = fill.map(|f| (f, stored));
     let cause = answer.err().map(|e| e.code());
     // The log keeps what the client was sent (translated, redacted).
-    let captured = w.shared.capture.map(|max| Capture::whole(max, &body));
+    let captured = capture::answer_max(w, ctx).map(|max| Capture::whole(max, &body));
     let concluded =
         Concluded { up, conn, upstream: &head, status, cause, tap, fill, progress, prompt, format, captured };
     conclude(w, ctx, concluded, end, io).await
