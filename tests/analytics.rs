@@ -265,11 +265,7 @@ fn translated_answers_are_captured_too() {
     let r = roundtrip(gw.addr, &post("/v1/chat/completions", body));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["object"], "chat.completion");
-    let mut log = serde_json::Value::Null;
-    assert!(eventually(Duration::from_secs(5), || {
-        log = roundtrip(gw.admin, &get("/admin/logs?limit=1")).json();
-        log["data"][0]["status"] == 200
-    }));
+    let log = logs_once(gw.admin, 1);
     let captured = log["data"][0]["response_body"].as_str().unwrap_or_else(|| panic!("{log}"));
     // OpenAI's chat completion, as the client received it.
     assert_eq!(captured.as_bytes(), &r.body[..]);

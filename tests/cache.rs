@@ -190,25 +190,17 @@ fn concurrent_identical_requests_make_one_upstream_request() {
 #[test]
 fn hits_and_followers_log_the_answer_they_were_sent() {
     let (gw, _m) = cached_gateway("[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n");
-    let logged = |n: usize| {
-        let mut log = serde_json::Value::Null;
-        assert!(eventually(Duration::from_secs(5), || {
-            log = roundtrip(gw.admin, &get(&format!("/admin/logs?limit={n}"))).json();
-            log["data"].as_array().is_some_and(|d| d.len() == n)
-        }));
-        log
-    };
     let miss = roundtrip(gw.addr, &post("/mock/v1/chat/completions", &chat("log me")));
     let hit = roundtrip(gw.addr, &post("/mock/v1/chat/completions", &chat("log me")));
     assert_eq!((miss.header("x-aigw-cache-status"), hit.header("x-aigw-cache-status")), (Some("MISS"), Some("HIT")));
-    let log = logged(2);
+    let log = logs_once(gw.admin, 2);
     for rec in log["data"].as_array().unwrap() {
         assert_eq!(rec["response_body"].as_str().map(str::as_bytes), Some(&miss.body[..]), "{rec}");
     }
     // A stream, its followers joining while the leader's answer is in flight.
     let headers = "x-mock-ttft-ms: 300\r\nx-mock-delay-ms: 5\r\n";
     let responses = concurrently(gw.addr, 3, post_with("/mock/v1/chat/completions", &chat_stream("log me"), headers));
-    let log = logged(5);
+    let log = logs_once(gw.admin, 5);
     let records = &log["data"].as_array().unwrap()[..3];
     assert!(records.iter().any(|r| r["coalesced"] == true), "{log}");
     for (rec, r) in records.iter().zip(&responses) {

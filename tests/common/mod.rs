@@ -291,6 +291,18 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// `/admin/logs?limit=n` once it holds `n` records (newest first); the
+/// log thread gets them with the workers' flushes, up to a second late.
+pub fn logs_once(admin: SocketAddr, n: usize) -> serde_json::Value {
+    let mut log = serde_json::Value::Null;
+    let got = eventually(Duration::from_secs(5), || {
+        log = roundtrip(admin, &get(&format!("/admin/logs?limit={n}"))).json();
+        log["data"].as_array().is_some_and(|d| d.len() == n)
+    });
+    assert!(got, "{n} records never came: {log}");
+    log
+}
+
 // === hand-made upstreams ===
 
 /// A TCP server that hands each connection to `behave` on its own thread
