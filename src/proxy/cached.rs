@@ -7,7 +7,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Worker, capture::Capture, ctx::RequestCtx, headers, resolve::Resolved};
+use super::{
+    Worker,
+    capture::{self, Capture},
+    ctx::RequestCtx,
+    headers,
+    resolve::Resolved,
+};
 use crate::{
     cache::{
         CacheStatus, Entry, Fill, Lookup, Plan, PlanInput,
@@ -188,7 +194,7 @@ async fn serve_hit(w: &Worker, entry: &Entry, io: &mut ClientIo, ctx: &mut Reque
     ctx.response.status = entry.status;
     ctx.response.ttfb = Some(ctx.started.elapsed());
     ctx.response.bytes_out = if sent { total as u64 } else { 0 };
-    ctx.response.response_body = w.shared.capture.map(|max| Capture::whole(max, &entry.body));
+    ctx.response.response_body = capture::answer_max(w, ctx).map(|max| Capture::whole(max, &entry.body));
     note_saved(w, ctx, entry.usage);
     if !sent {
         ctx.response.error = Some("client_disconnected");
@@ -218,7 +224,7 @@ async fn follow(
     let mut fr = Framing::Chunked;
     let mut head_sent = false;
     let mut bytes_out = 0u64;
-    let mut capture = w.shared.capture.map(Capture::new);
+    let mut capture = capture::answer_max(w, ctx).map(Capture::new);
     let outcome = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let update = match monoio::time::timeout(wait, f.next(&mut body)).await {
