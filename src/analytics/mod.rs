@@ -3,9 +3,10 @@
 //! Each worker aggregates locally (`recorder.rs`: counters and HDR
 //! histograms, no shared atomics or locks per request) and ships a delta
 //! and the requests' records every second (records sooner in batches of
-//! 256 under load), over bounded crossbeam channels. One collector thread merges deltas (`collector.rs`) for
-//! `/metrics` and `/admin/stats` (`exposition.rs`); one log thread writes
-//! the request log and keeps the recent records for `/admin/logs`
+//! 256 under load), over bounded crossbeam channels. One collector thread
+//! merges deltas (`collector.rs`) for `/metrics` and `/admin/stats`
+//! (`exposition.rs`); one log thread writes the request log and keeps the
+//! recent records for `/admin/logs`
 //! (`log.rs`). A full channel never blocks a worker: records are dropped and
 //! counted; deltas stay in the worker and go with the next flush.
 
