@@ -293,6 +293,47 @@ fn hanging_upstream_is_504() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// One timer per client connection bounds its own reads and its
+/// upstream's (`util::timer`). On one keep-alive connection each request
+/// still ends at its own deadline: nearer or later than the last one's,
+/// after one fired, and in the middle of a stream.
+#[test]
+fn each_request_on_a_connection_ends_at_its_own_deadline() {
+    let m = mock();
+    let gw = gateway_for(&m);
+    let mut c = Client::connect(gw.addr);
+    let stream = |tokens: u32, timeout_ms: u32| {
+        let h = format!("x-mock-tokens: {tokens}\r\nx-mock-delay-ms: 100\r\nx-aigw-request-timeout: {timeout_ms}\r\n");
+        post_with("/mock/v1/chat/completions", CHAT_STREAM, &h)
+    };
+    // Four events 100 ms apart under a 5 s deadline: whole.
+    c.send(&stream(4, 5000));
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("data: [DONE]"));
+    // A nearer deadline than the last one's: the answer is 504 at it.
+    let started = Instant::now();
+    c.send(&post_with("/mock/v1/chat/completions", CHAT, "x-aigw-request-timeout: 300\r\nx-mock-ttft-ms: 3000\r\n"));
+    let r = c.read_response();
+    assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(2500), "{took:?}");
+    // After that deadline fired, a later one holds: an answer 400 ms late
+    // arrives.
+    c.send(&post_with("/mock/v1/chat/completions", CHAT, "x-aigw-request-timeout: 5000\r\nx-mock-ttft-ms: 400\r\n"));
+    assert_eq!(c.read_response().status, 200);
+    // A deadline in the middle of a stream (20 events, 2 s) cuts it there:
+    // no end marker, no last chunk, and the connection closes.
+    let started = Instant::now();
+    c.send(&stream(20, 500));
+    let cut = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    let took = started.elapsed();
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut}");
+    assert!(cut.contains("\"content\""), "{cut}");
+    assert!(!cut.contains("[DONE]") && !cut.ends_with("0\r\n\r\n"), "{cut}");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(1800), "{took:?}");
+}
+
 #[test]
 fn invalid_upstream_responses_are_502() {
     let garbage = canned(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");

@@ -20,7 +20,7 @@ use crate::{
     error::GatewayError,
     routing::{InFlight, random},
     upstream::exchange::{self, Failed, Outgoing, ResponseStart},
-    util::now_unix_ms,
+    util::{now_unix_ms, timer::Timer},
 };
 
 /// The attempt that will be relayed.
@@ -77,6 +77,7 @@ pub async fn run<'a>(
     plan: Plan<'_, 'a>,
     mut build: impl FnMut(&Candidate<'a>) -> Result<(Outgoing, bool), GatewayError>,
     made: &mut Attempts,
+    timer: &mut Timer,
 ) -> Result<Attempted<'a>, GatewayError> {
     let Plan { candidates, order, max_attempts, deadline } = plan;
     let router = &w.shared.router;
@@ -108,7 +109,7 @@ pub async fn run<'a>(
         let idempotent = outgoing.idempotent;
         let inflight = router.start(c.up.index);
         let health = &router.health[c.up.index];
-        match exchange::start(&w.pool, c.up, outgoing, deadline).await {
+        match exchange::start(&w.pool, c.up, outgoing, deadline, timer).await {
             Ok(start) if !last && RETRY_STATUS.contains(&start.head.status) => {
                 if start.head.status >= 500 {
                     health.failure(now_unix_ms());
@@ -124,7 +125,9 @@ pub async fn run<'a>(
                         break;
                     }
                 } else if !wait.is_zero() {
-                    monoio::time::sleep(wait).await;
+                    // Boxed, as below: inline, monoio's timer (640 bytes,
+                    // aligned to 128) would sit in every request's future.
+                    Box::pin(monoio::time::sleep(wait)).await;
                 }
             }
             Ok(start) => {
@@ -149,7 +152,7 @@ pub async fn run<'a>(
                     available.remove(slot);
                     pos = slot;
                 } else if next_same {
-                    monoio::time::sleep(backoff(n)).await;
+                    Box::pin(monoio::time::sleep(backoff(n))).await;
                 }
             }
             Err(Failed { error: e, .. }) => {

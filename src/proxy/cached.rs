@@ -226,16 +226,15 @@ async fn follow(
     let mut bytes_out = 0u64;
     let mut capture = capture::answer_max(w, ctx).map(Capture::new);
     let outcome = loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let update = match monoio::time::timeout(wait, f.next(&mut body)).await {
-            Ok(u) => u,
-            Err(_) if !head_sent => {
+        let update = match io.timer.bound(deadline, f.next(&mut body)).await {
+            Some(u) => u,
+            None if !head_sent => {
                 return Err(GatewayError::UpstreamTimeout {
                     provider: provider.to_string(),
                     phase: "waiting for an identical request in flight",
                 });
             }
-            Err(_) => break Err("upstream_timeout"),
+            None => break Err("upstream_timeout"),
         };
         match update {
             Update::Released => return Ok(Followed::Released),

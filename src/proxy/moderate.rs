@@ -18,6 +18,7 @@ use crate::{
     error::GatewayError,
     guardrails::{Direction, Event, json, moderation},
     upstream::exchange::{self, Outgoing},
+    util::timer::Timer,
 };
 
 /// The checks one request needs, with the text they read.
@@ -146,8 +147,11 @@ async fn ask_one(w: &Worker, m: &Moderation, provider: &str, body: Vec<u8>, dead
     // A check changes nothing upstream: safe to send again on a fresh
     // connection when a pooled one turns out stale.
     let out = Outgoing { head, body: None, idempotent: true, head_request: false };
-    let mut start = exchange::start(&w.pool, up, out, deadline).await.map_err(|f| f.error.message())?;
-    let (answer, reusable) = super::relay::read_whole(&mut start.conn, start.head.framing, deadline)
+    // Its own timer: the checks run beside the request's attempts, which
+    // wait on the client connection's.
+    let mut timer = Timer::new(Instant::now());
+    let mut start = exchange::start(&w.pool, up, out, deadline, &mut timer).await.map_err(|f| f.error.message())?;
+    let (answer, reusable) = super::relay::read_whole(&mut start.conn, start.head.framing, deadline, &mut timer)
         .await
         .map_err(|()| "the check's answer broke off".to_string())?;
     if reusable && start.head.keep_alive {

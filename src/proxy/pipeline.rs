@@ -125,14 +125,14 @@ async fn run<'a>(
     };
     let upstream_started = Instant::now();
     let attempted = match moderate::Checks::plan(ctx, &sent) {
-        None => attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts).await?,
+        None => attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts, &mut io.timer).await?,
         // The checks run while the upstream answers; nothing of the answer
         // goes out before they pass. Boxed: inline, their state would add
         // 2 KiB to every connection's future, checks or not.
         Some(checks) => {
             let checked = Box::pin(checks.run(w, deadline));
             let (attempted, said) =
-                monoio::join!(attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts), checked);
+                monoio::join!(attempts::run(w, plan, |c| builder.build(c), &mut ctx.attempts, &mut io.timer), checked);
             moderate::settle(ctx, said, guard::messages_api(req))?;
             attempted?
         }

@@ -159,7 +159,10 @@ impl Client {
             return Err(Failure::Unavailable);
         }
         let id = self.inner.id;
-        let result = monoio::time::timeout(self.inner.target.timeout, async {
+        // Boxed: inline, monoio's timer (640 bytes, aligned to 128) would
+        // sit in the future of every request that may ask redis, asked or
+        // not; the round trip dwarfs the allocation.
+        let result = Box::pin(monoio::time::timeout(self.inner.target.timeout, async {
             let pooled = POOLS.with(|p| p.borrow_mut().get_mut(&id).and_then(Vec::pop));
             let mut conn = match pooled {
                 Some(c) => c,
@@ -174,7 +177,7 @@ impl Client {
                 }
             });
             Ok(reply)
-        })
+        }))
         .await;
         let result = result.unwrap_or(Err(Failure::Timeout));
         // The server answered (even with an error or something odd): it is

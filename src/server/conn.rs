@@ -21,26 +21,33 @@ use crate::{
         request::{self, BodyFraming, HeadLimits, RequestHead},
     },
     service::{ClientIo, Outcome, ReadError, Refused, Request, Service, stream},
+    util::timer::Timer,
 };
 
 pub async fn serve<S: Service>(ctx: Rc<ServerCtx>, service: Rc<S>, stream: TcpStream, peer: SocketAddr) {
     let conn_id = ctx.conn_opened();
     let fd = stream.as_raw_fd();
+    let started = Instant::now();
+    let mut timer = Timer::new(started);
     let halves = match ctx.tls.as_ref().map(|t| t.acceptor()) {
         None => Some(stream::split_plain(stream)),
         // The handshake gets the head-read timeout: a client that connects
         // and says nothing is dropped like one that sends half a head.
-        Some(acceptor) => match monoio::time::timeout(ctx.timeouts.header_read, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => Some(stream::split_tls(tls)),
-            Ok(Err(e)) => {
-                log::debug!("TLS handshake with {peer} failed: {e}");
-                None
+        // Boxed: a handshake's state is 2 KiB, and inline every plain
+        // connection's task would carry it too.
+        Some(acceptor) => {
+            match timer.bound(started + ctx.timeouts.header_read, Box::pin(acceptor.accept(stream))).await {
+                Some(Ok(tls)) => Some(stream::split_tls(tls)),
+                Some(Err(e)) => {
+                    log::debug!("TLS handshake with {peer} failed: {e}");
+                    None
+                }
+                None => None,
             }
-            Err(_) => None,
-        },
+        }
     };
     if let Some((rd, wr)) = halves {
-        let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(2048) };
+        let mut io = ClientIo { rd, wr, buf: BytesMut::with_capacity(2048), timer };
         run(&ctx, &*service, &mut io, peer, conn_id, fd).await;
     }
     // Leave the idle set before the socket closes (drain may shut it down).
@@ -104,17 +111,16 @@ async fn read_head(
             return Ok(Some(RequestHead::new(raw, parsed)));
         }
         let idle = io.buf.is_empty();
-        let wait = if idle {
+        let by = if idle {
             if ctx.draining() {
                 return Ok(None);
             }
             ctx.set_idle(conn_id, fd);
-            ctx.timeouts.keepalive
+            Instant::now() + ctx.timeouts.keepalive
         } else {
-            let d = *deadline.get_or_insert_with(|| Instant::now() + ctx.timeouts.header_read);
-            d.saturating_duration_since(Instant::now())
+            *deadline.get_or_insert_with(|| Instant::now() + ctx.timeouts.header_read)
         };
-        let result = io.read_more(wait).await;
+        let result = io.read_more(by).await;
         if idle {
             ctx.set_busy(conn_id);
         }
@@ -146,7 +152,7 @@ async fn read_body(
             }
             while io.buf.len() < n {
                 io.buf.reserve(n - io.buf.len());
-                match io.read_more(deadline.saturating_duration_since(Instant::now())).await {
+                match io.read_more(deadline).await {
                     Ok(0) | Err(ReadError::Io) => return Ok(None),
                     Ok(_) => {}
                     Err(ReadError::Timeout) => return Err(GatewayError::RequestTimeout),
@@ -172,7 +178,7 @@ async fn read_body(
                 if decoder.is_done() {
                     return Ok(Some(body.freeze()));
                 }
-                match io.read_more(deadline.saturating_duration_since(Instant::now())).await {
+                match io.read_more(deadline).await {
                     Ok(0) | Err(ReadError::Io) => return Ok(None),
                     Ok(_) => {}
                     Err(ReadError::Timeout) => return Err(GatewayError::RequestTimeout),

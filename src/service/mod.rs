@@ -21,6 +21,7 @@ pub use self::stream::{ClientRead, ClientWrite};
 use crate::{
     error::GatewayError,
     http::{Version, request::RequestHead},
+    util::timer::Timer,
 };
 
 /// A complete request: head, whole body, and who sent it.
@@ -120,11 +121,13 @@ pub async fn respond_error(
 }
 
 /// The client socket, split so a stream can watch for the client leaving
-/// while it writes, and the read buffer that holds pipelined bytes.
+/// while it writes, the read buffer that holds pipelined bytes, and the
+/// timer every read of the connection waits with (`util::timer`).
 pub struct ClientIo {
     pub rd: ClientRead,
     pub wr: ClientWrite,
     pub buf: BytesMut,
+    pub timer: Timer,
 }
 
 /// Why a client read gave nothing.
@@ -139,25 +142,26 @@ impl ClientIo {
         self.wr.write_all(data).await.0.is_ok()
     }
 
-    /// Reads more bytes onto the end of `buf`. Ok(0): the client closed.
+    /// Reads more bytes onto the end of `buf` by `deadline`. Ok(0): the
+    /// client closed.
     ///
     /// A request's head and body are split off the front of `buf`; once they
     /// are dropped, the reserve here moves what is left to the front of the
     /// same allocation, so a keep-alive connection keeps one page for its
     /// heads. Bodies larger than that are reserved whole by the body read.
-    pub async fn read_more(&mut self, wait: Duration) -> Result<usize, ReadError> {
+    pub async fn read_more(&mut self, deadline: Instant) -> Result<usize, ReadError> {
         if self.buf.capacity() - self.buf.len() < 512 {
             self.buf.reserve(2048);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
-        match monoio::time::timeout(wait, self.rd.read(buf.slice_mut(len..))).await {
-            Ok((res, slice)) => {
+        match self.timer.bound(deadline, self.rd.read(buf.slice_mut(len..))).await {
+            Some((res, slice)) => {
                 self.buf = slice.into_inner();
                 res.map_err(|_| ReadError::Io)
             }
             // The buffer went with the cancelled read; the connection closes.
-            Err(_) => Err(ReadError::Timeout),
+            None => Err(ReadError::Timeout),
         }
     }
 
@@ -171,7 +175,7 @@ impl ClientIo {
         let mut drained = 0usize;
         while drained < 1 << 20 {
             self.buf.clear();
-            match self.read_more(deadline.saturating_duration_since(Instant::now())).await {
+            match self.read_more(deadline).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => drained += n,
             }

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     error::GatewayError,
     http::response::{self, ParsedResponse, ResponseError},
+    util::timer::Timer,
 };
 
 /// Largest response head we accept from an upstream.
@@ -67,6 +68,7 @@ pub async fn start(
     up: &Upstream,
     mut req: Outgoing,
     deadline: Instant,
+    timer: &mut Timer,
 ) -> Result<ResponseStart, Failed> {
     let mut fresh_only = false;
     let mut attempts = 0;
@@ -75,10 +77,10 @@ pub async fn start(
         let pooled = if fresh_only { None } else { pool.borrow_mut().take(up.index) };
         let conn = match pooled {
             Some(c) => c,
-            None => connect(up).await.map_err(|error| Failed { error, delivered: false })?,
+            None => connect(up, timer).await.map_err(|error| Failed { error, delivered: false })?,
         };
         let reused = conn.reused;
-        let (result, back) = send(conn, up, req, deadline).await;
+        let (result, back) = send(conn, up, req, deadline, timer).await;
         req = back;
         match result {
             Ok(start) => return Ok(ResponseStart { attempts, ..start }),
@@ -99,6 +101,7 @@ async fn send(
     up: &Upstream,
     req: Outgoing,
     deadline: Instant,
+    timer: &mut Timer,
 ) -> (Result<ResponseStart, Failure>, Outgoing) {
     let Outgoing { head, body, idempotent, head_request } = req;
     let (res, head) = conn.io.write_all(head).await;
@@ -121,7 +124,7 @@ async fn send(
         (Ok(_), None) => None,
     };
     let first_byte = (Instant::now() + up.timeouts.first_byte).min(deadline);
-    let result = read_head(&mut conn, up, head_request, first_byte).await;
+    let result = read_head(&mut conn, up, head_request, first_byte, timer).await;
     let req = Outgoing { head, body, idempotent, head_request };
     match result {
         Ok((parsed, raw_head)) => (Ok(ResponseStart { conn, head: parsed, raw_head, attempts: 1 }), req),
@@ -134,6 +137,7 @@ async fn read_head(
     up: &Upstream,
     head_request: bool,
     deadline: Instant,
+    timer: &mut Timer,
 ) -> Result<(ParsedResponse, Bytes), Failure> {
     let mut received = false;
     loop {
@@ -162,19 +166,17 @@ async fn read_head(
                 }
             }
         }
-        // At the deadline itself: `timeout(left, …)` would read the clock
-        // twice more per response.
-        match monoio::time::timeout_at(monoio::time::Instant::from_std(deadline), conn.read_more()).await {
-            Ok(Ok(0)) if !received => {
+        match conn.read_by(timer, deadline).await {
+            Some(Ok(0)) if !received => {
                 return Err(Failure::NoResponse(GatewayError::UpstreamClosed { provider: up.name.clone() }));
             }
-            Ok(Ok(0)) => return Err(Failure::Fatal(protocol(up, "connection closed inside the response head"))),
-            Ok(Ok(_)) => received = true,
-            Ok(Err(_)) if !received => {
+            Some(Ok(0)) => return Err(Failure::Fatal(protocol(up, "connection closed inside the response head"))),
+            Some(Ok(_)) => received = true,
+            Some(Err(_)) if !received => {
                 return Err(Failure::NoResponse(GatewayError::UpstreamClosed { provider: up.name.clone() }));
             }
-            Ok(Err(_)) => return Err(Failure::Fatal(protocol(up, "connection reset inside the response head"))),
-            Err(_) => {
+            Some(Err(_)) => return Err(Failure::Fatal(protocol(up, "connection reset inside the response head"))),
+            None => {
                 return Err(Failure::Fatal(GatewayError::UpstreamTimeout {
                     provider: up.name.clone(),
                     phase: "waiting for the response head",

@@ -16,7 +16,13 @@ use monoio::{
 use monoio_rustls::{ClientTlsStream, TlsConnector};
 
 use super::Upstream;
-use crate::{error::GatewayError, util::send_now};
+use crate::{
+    error::GatewayError,
+    util::{
+        send_now,
+        timer::{Bounded, Timer},
+    },
+};
 
 /// The first read of a connection asks for this much: one page, as
 /// nginx's `proxy_buffer_size`. A stream's events (a few hundred bytes
@@ -50,21 +56,19 @@ impl Connection {
 
     /// Reads more bytes onto the end of `buf`; Ok(0) is end of stream.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            // On a unique buffer whose front was consumed this moves what is
-            // left to the front rather than allocating.
-            self.buf.reserve(self.read_size);
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let len = buf.len();
-        // At most `read_size`: a reserve may have left more room than asked.
-        let room = (buf.capacity() - len).min(self.read_size);
-        let (res, slice) = self.io.read(buf.slice_mut(len..len + room)).await;
-        self.buf = slice.into_inner();
-        if matches!(res, Ok(n) if n == room) {
-            self.read_size = (self.read_size * 2).min(READ_MAX);
-        }
-        res
+        read(&mut self.io, &mut self.buf, &mut self.read_size).await
+    }
+
+    /// `read_more`, or None once `deadline` passes on `timer` (the client
+    /// connection's: its own reads and its upstream's never overlap, so one
+    /// timer serves both).
+    pub fn read_by<'a>(
+        &'a mut self,
+        timer: &'a mut Timer,
+        deadline: Instant,
+    ) -> Bounded<'a, impl Future<Output = std::io::Result<usize>> + 'a> {
+        let Connection { io, buf, read_size, .. } = self;
+        timer.bound(deadline, read(io, buf, read_size))
     }
 
     /// Parks the connection idle: it holds no buffer (hundreds of pooled
@@ -90,6 +94,26 @@ impl Connection {
         let n = unsafe { libc::recv(self.fd, (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
+}
+
+/// Reads more bytes onto the end of `buf`, at most `read_size`, which
+/// doubles after a read that filled it.
+async fn read(io: &mut UpstreamIo, buf: &mut BytesMut, read_size: &mut usize) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < *read_size / 2 {
+        // On a unique buffer whose front was consumed this moves what is
+        // left to the front rather than allocating.
+        buf.reserve(*read_size);
+    }
+    let taken = std::mem::take(buf);
+    let len = taken.len();
+    // At most `read_size`: a reserve may have left more room than asked.
+    let room = (taken.capacity() - len).min(*read_size);
+    let (res, slice) = io.read(taken.slice_mut(len..len + room)).await;
+    *buf = slice.into_inner();
+    if matches!(res, Ok(n) if n == room) {
+        *read_size = (*read_size * 2).min(READ_MAX);
+    }
+    res
 }
 
 /// As the client halves (`service::stream`), the TLS arms' futures are
@@ -119,8 +143,8 @@ impl UpstreamIo {
 }
 
 /// Opens a connection: each resolved address in turn, then TLS if the
-/// provider is https. Both bounded by the connect timeout.
-pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
+/// provider is https. Both bounded by the connect timeout, on `timer`.
+pub async fn connect(up: &Upstream, timer: &mut Timer) -> Result<Connection, GatewayError> {
     let deadline = Instant::now() + up.timeouts.connect;
     let addrs = up.addrs();
     if addrs.is_empty() {
@@ -132,14 +156,13 @@ pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
     let mut last_error = String::new();
     let mut stream = None;
     for addr in addrs.iter() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, TcpStream::connect_addr(*addr)).await {
-            Ok(Ok(s)) => {
+        match timer.bound(deadline, TcpStream::connect_addr(*addr)).await {
+            Some(Ok(s)) => {
                 stream = Some(s);
                 break;
             }
-            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-            Err(_) => {
+            Some(Err(e)) => last_error = format!("{addr}: {e}"),
+            None => {
                 return Err(GatewayError::UpstreamTimeout { provider: up.name.clone(), phase: "connect" });
             }
         }
@@ -153,10 +176,12 @@ pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
         return Ok(Connection::new(UpstreamIo::Plain(stream), fd));
     };
     let connector = TlsConnector::from(tls.config.clone());
-    let left = deadline.saturating_duration_since(Instant::now());
-    match monoio::time::timeout(left, connector.connect(tls.server_name.clone(), stream)).await {
-        Ok(Ok(s)) => Ok(Connection::new(UpstreamIo::Tls(Box::new(s)), fd)),
-        Ok(Err(e)) => {
+    // Boxed: a handshake's state is 2 KiB, and every request's future
+    // holds this one's whether it connects or not.
+    let handshake = Box::pin(connector.connect(tls.server_name.clone(), stream));
+    match timer.bound(deadline, handshake).await {
+        Some(Ok(s)) => Ok(Connection::new(UpstreamIo::Tls(Box::new(s)), fd)),
+        Some(Err(e)) => {
             // monoio-rustls's own Display is "io error" / "rustls error":
             // name the cause (a rejected certificate says why).
             let detail = match e {
@@ -165,7 +190,7 @@ pub async fn connect(up: &Upstream) -> Result<Connection, GatewayError> {
             };
             Err(GatewayError::UpstreamTls { provider: up.name.clone(), detail })
         }
-        Err(_) => Err(GatewayError::UpstreamTimeout { provider: up.name.clone(), phase: "TLS handshake" }),
+        None => Err(GatewayError::UpstreamTimeout { provider: up.name.clone(), phase: "TLS handshake" }),
     }
 }
 

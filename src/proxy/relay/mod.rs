@@ -45,7 +45,7 @@ use crate::{
     service::{ClientIo, Outcome},
     tap::{Tap, strip::UsageStripper},
     upstream::{Upstream, exchange::ResponseStart, io::Connection},
-    util::{Either, race, until},
+    util::{Either, race},
 };
 
 /// Small bodies are copied behind the head so both go in one write.
@@ -379,7 +379,6 @@ impl Pump<'_> {
     /// A Content-Length body, relayed byte for byte.
     async fn length(&mut self, mut out: BytesMut, n: u64, filter: &mut Filter<'_>) -> End {
         let Pump { io, conn, deadline, progress } = self;
-        let mut expiry = pin!(monoio::time::sleep_until(monoio::time::Instant::from_std(*deadline)));
         let mut left = n;
         // The client left while identical requests follow: read on for them.
         let mut client_gone = false;
@@ -420,7 +419,7 @@ impl Pump<'_> {
                 let reusable = conn.buf.is_empty();
                 return if client_gone { End::ServedFollowers { reusable } } else { End::Complete { reusable } };
             }
-            match until(conn.read_more(), expiry.as_mut()).await {
+            match conn.read_by(&mut io.timer, *deadline).await {
                 Some(Ok(n)) if n > 0 => {}
                 _ => return End::UpstreamFailed,
             }
@@ -456,10 +455,8 @@ impl Pump<'_> {
     /// the filter chain.
     async fn stream(&mut self, mut out: BytesMut, chunked_in: bool, filter: &mut Filter<'_>) -> End {
         let Pump { io, conn, deadline, progress } = self;
-        // One timer for the whole body, not one per read (`util::until`).
-        let mut expiry = pin!(monoio::time::sleep_until(monoio::time::Instant::from_std(*deadline)));
         let chunked_out = filter.chunked_out;
-        let ClientIo { rd, wr, buf: client_buf } = &mut **io;
+        let ClientIo { rd, wr, buf: client_buf, timer } = &mut **io;
         let mut decoder = chunked_in.then(ChunkedDecoder::new);
 
         // Watch the client: its read stays pending for the whole stream (plain
@@ -513,7 +510,7 @@ impl Pump<'_> {
                     (false, false) => break End::ClientGone,
                 }
             }
-            let mut read = pin!(until(conn.read_more(), expiry.as_mut()));
+            let mut read = pin!(conn.read_by(timer, *deadline));
             let result = if watching {
                 match race(read.as_mut(), watch.as_mut()).await {
                     Either::Left(r) => r,

@@ -25,6 +25,7 @@ use crate::{
     service::{ClientIo, Outcome},
     tap::{Tap, strip::UsageStripper},
     upstream::{exchange::ResponseStart, io::Connection},
+    util::timer::Timer,
 };
 
 /// Largest provider answer translated whole.
@@ -35,11 +36,11 @@ pub(crate) async fn read_whole(
     conn: &mut Connection,
     framing: ResponseFraming,
     deadline: Instant,
+    timer: &mut Timer,
 ) -> Result<(Vec<u8>, bool), ()> {
-    let more = async |conn: &mut Connection| -> Result<usize, ()> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(wait, conn.read_more()).await {
-            Ok(Ok(n)) => Ok(n),
+    let mut more = async |conn: &mut Connection| -> Result<usize, ()> {
+        match conn.read_by(timer, deadline).await {
+            Some(Ok(n)) => Ok(n),
             _ => Err(()),
         }
     };
@@ -101,7 +102,7 @@ pub async fn relay_whole(w: &Worker, ctx: &mut RequestCtx<'_>, a: Answer<'_>, io
     }
     tap.set_stream_format(format);
     let translated = translation != Translation::None;
-    let whole = read_whole(&mut conn, head.framing, deadline).await;
+    let whole = read_whole(&mut conn, head.framing, deadline, &mut io.timer).await;
     let (answer, end) = match whole {
         Ok((body, reusable)) => {
             tap.observe(&body);
