@@ -76,13 +76,21 @@ pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Index just past the string starting at `i` (which is a quote).
-pub(crate) fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+pub(crate) fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    string_end(b, i).map(|(end, _)| end)
+}
+
+/// Index just past the string starting at `i` (which is a quote), and
+/// whether it holds an escape.
+fn string_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     i += 1;
+    let mut escaped = false;
     loop {
         let j = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
         if b[j] == b'"' {
-            return Some(j + 1);
+            return Some((j + 1, escaped));
         }
+        escaped = true;
         i = j + 2;
     }
 }
@@ -167,10 +175,10 @@ pub(crate) fn for_each_member<'b>(b: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]
             b'"' => {}
             _ => return None,
         }
-        let key_end = skip_string(b, i)?;
+        let (key_end, escaped) = string_end(b, i)?;
         let raw_key = &b[i + 1..key_end - 1];
         let decoded;
-        let key = if memchr::memchr(b'\\', raw_key).is_some() {
+        let key = if escaped {
             decoded = serde_json::from_slice::<String>(&b[i..key_end]).ok()?;
             decoded.as_bytes()
         } else {
