@@ -54,14 +54,9 @@ impl Connection {
         Self { io, buf: BytesMut::new(), read_size: READ_MIN, fd, reused: false, idle_since: Instant::now() }
     }
 
-    /// Reads more bytes onto the end of `buf`; Ok(0) is end of stream.
-    pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        read(&mut self.io, &mut self.buf, &mut self.read_size).await
-    }
-
-    /// `read_more`, or None once `deadline` passes on `timer` (the client
-    /// connection's: its own reads and its upstream's never overlap, so one
-    /// timer serves both).
+    /// Reads more bytes onto the end of `buf` (Ok(0) is end of stream), or
+    /// None once `deadline` passes on `timer` (the client connection's: its
+    /// own reads and its upstream's never overlap, so one timer serves both).
     pub fn read_by<'a>(
         &'a mut self,
         timer: &'a mut Timer,
@@ -226,7 +221,7 @@ mod tests {
                 peer.write_all(&event).unwrap();
                 let mut got = 0;
                 while got < event.len() {
-                    got += conn.read_more().await.unwrap();
+                    got += read(&mut conn.io, &mut conn.buf, &mut conn.read_size).await.unwrap();
                 }
                 starts.push(conn.buf.as_ptr() as usize);
                 // Consumed, as the stream relay consumes: copied out, then advanced.
@@ -246,7 +241,7 @@ mod tests {
             let writer = std::thread::spawn(move || peer.write_all(&body).map(|()| peer));
             let mut total = 0;
             while total < 1 << 20 {
-                let n = conn.read_more().await.unwrap();
+                let n = read(&mut conn.io, &mut conn.buf, &mut conn.read_size).await.unwrap();
                 assert!(n <= READ_MAX, "{n}");
                 total += n;
                 conn.buf.advance(n);
