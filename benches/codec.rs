@@ -1,9 +1,11 @@
-//! Codec benchmarks: request-head parsing and chunked decoding.
+//! Codec benchmarks: request-head parsing, chunked decoding, and the JSON
+//! member walk that reads a request body's facts and an answer's usage.
 //!
 //! Decision they inform: whether our strict framing checks (a second pass
 //! over the headers after httparse) and the byte-at-a-time chunk framing
-//! cost anything next to the parse itself. Each has a naive baseline:
-//! httparse alone, and a memcpy of the same bytes.
+//! cost anything next to the parse itself, and what the walk costs per
+//! byte next to a full parse. Each has a naive baseline: httparse alone, a
+//! memcpy of the same bytes, serde_json's parse.
 
 use std::hint::black_box;
 
@@ -11,6 +13,7 @@ use aigw::http::{
     chunked::ChunkedDecoder,
     request::{self, HeadLimits},
 };
+use aigw::{providers::body, tap::usage::UsageTracker};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LIMITS: HeadLimits = HeadLimits { max_head_bytes: 64 * 1024, max_headers: 128 };
@@ -94,5 +97,51 @@ fn chunked_decoding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_parsing, chunked_decoding);
+/// A chat request as agents send it: a system prompt and `turns` user /
+/// assistant exchanges, with a tool schema.
+fn chat_body(turns: usize) -> Vec<u8> {
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": "You are a careful assistant. Answer in \"plain\" English."}),
+    ];
+    for i in 0..turns {
+        messages.push(serde_json::json!({"role": "user", "content": format!("Question {i}: what is the capital of France, and why?")}));
+        messages.push(
+            serde_json::json!({"role": "assistant", "content": format!("Answer {i}: Paris, since the tenth century.")}),
+        );
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": messages,
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}],
+        "temperature": 0.2,
+        "stream": false,
+    }))
+    .expect("serialisable")
+}
+
+/// The answer `aigw mock` gives a chat completion.
+const ANSWER: &[u8] = br#"{"id":"chatcmpl-mock-000000000001","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a mock answer from the gateway's built-in upstream."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":16,"total_tokens":28,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":null}"#;
+
+fn json_walk(c: &mut Criterion) {
+    let mut g = c.benchmark_group("json_walk");
+    for turns in [1, 40] {
+        let b = chat_body(turns);
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        g.bench_function(format!("scan_request_{}_bytes", b.len()), |bench| bench.iter(|| body::scan(black_box(&b))));
+        g.bench_function(format!("serde_value_{}_bytes", b.len()), |bench| {
+            bench.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&b)).is_ok())
+        });
+    }
+    g.throughput(Throughput::Bytes(ANSWER.len() as u64));
+    g.bench_function("usage_of_answer", |bench| {
+        bench.iter(|| {
+            let mut t = UsageTracker::new();
+            t.observe_json(black_box(ANSWER));
+            t.usage()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_parsing, chunked_decoding, json_walk);
 criterion_main!(benches);

@@ -4,7 +4,10 @@
 # DURATION seconds under a system-wide `perf record -e cpu-clock`, and the
 # samples of its own threads are split by where they landed.
 #
-#   [DURATION=8] [TOP=15] loadtest/cpusplit.sh [BINARY]
+#   [DURATION=8] [TOP=15] [RATE=200] loadtest/cpusplit.sh [BINARY]
+#
+# RATE: a fixed rate instead of saturation (oha -q RATE -c 8, latency
+# corrected, the light-load figure of issue 12), sampled at 10 kHz.
 #
 # Prints, per contender: req/s, and µs of CPU per request in the kernel, in
 # user space (its binary, libc, vdso), and for the mock and wrk; then the
@@ -66,8 +69,16 @@ for name in nginx aigw; do
   [ "$name" = aigw ] && p=$aport
   url="http://127.0.0.1:$p/mock/v1/chat/completions"
   wrk -t2 -c64 -d2s -s loadtest/chat.lua "$url" >/dev/null
-  perf record -q -e cpu-clock -a -o "$dir/$name.perf" -- \
-    wrk -t2 -c64 -d"${duration}s" -s loadtest/chat.lua "$url" > "$dir/$name.wrk" 2>/dev/null
+  if [ -n "${RATE:-}" ]; then
+    body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" loadtest/chat.lua)
+    perf record -q -e cpu-clock -F 10000 -a -o "$dir/$name.perf" -- \
+      oha -q "$RATE" -c 8 -z "${duration}s" --latency-correction --no-tui -m POST \
+      -H 'content-type: application/json' -d "$body" "$url" >/dev/null 2>&1
+    echo "rps=$RATE" > "$dir/$name.wrk"
+  else
+    perf record -q -e cpu-clock -a -o "$dir/$name.perf" -- \
+      wrk -t2 -c64 -d"${duration}s" -s loadtest/chat.lua "$url" > "$dir/$name.wrk" 2>/dev/null
+  fi
   perf report -i "$dir/$name.perf" --sort comm,dso --stdio -g none 2>/dev/null > "$dir/$name.dso"
   perf report -i "$dir/$name.perf" --comm "$([ $name = aigw ] && echo aigw-0,aigw-1 || echo nginx)" \
     --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v '\[k\]' > "$dir/$name.sym" || true
@@ -75,11 +86,14 @@ done
 python3 - "$dir" "$duration" "$top" <<'PY'
 import re, sys, os
 d, duration, top = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-cpus = os.cpu_count()
 for name in ("nginx", "aigw"):
     rps = float(re.search(r"rps=([\d.]+)", open(f"{d}/{name}.wrk").read()).group(1))
     reqs = rps * duration
     split = {"kernel": 0.0, "user": 0.0, "mock+wrk": 0.0}
+    # Shares times the sampled time, not times cpus × duration: an idle
+    # CPU is sampled less often than the asked-for rate (NOHZ), which
+    # under light load would inflate every share.
+    sampled_ns = float(re.search(r"Event count \(approx\.\): (\d+)", open(f"{d}/{name}.dso").read()).group(1))
     for line in open(f"{d}/{name}.dso"):
         m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(.+?)\s*$", line)
         if not m:
@@ -88,9 +102,9 @@ for name in ("nginx", "aigw"):
         mine = comm == "nginx" if name == "nginx" else comm.startswith("aigw")
         if mine:
             split["kernel" if dso == "[kernel.kallsyms]" else "user"] += pct
-        elif comm.startswith(("tokio-rt", "hypermock", "wrk")):
+        elif comm.startswith(("tokio-rt", "hypermock", "wrk", "oha")):
             split["mock+wrk"] += pct
-    us = {k: v / 100 * cpus * duration / reqs * 1e6 for k, v in split.items()}
+    us = {k: v / 100 * sampled_ns / 1e3 / reqs for k, v in split.items()}
     print(f"{name:6} {rps:9.0f} req/s   µs/request: kernel {us['kernel']:5.1f}  user {us['user']:5.1f}"
           f"  (mock + wrk {us['mock+wrk']:5.1f})")
 print(f"\naigw's top user-space symbols (% of all samples):")

@@ -146,6 +146,12 @@ impl Recorder {
                 // Sized when the first record comes, not when a batch
                 // leaves: an idle worker holds no empty batch.
                 records.reserve_exact(self.batch_hint.get());
+            } else if records.len() == records.capacity() {
+                let len = records.len();
+                // Load rose past the last batch: straight to a full batch,
+                // one copy of the records so far rather than one per
+                // doubling.
+                records.reserve_exact(RECORD_BATCH.saturating_sub(len).max(1));
             }
             records.push(rec);
             records.len() >= RECORD_BATCH
@@ -291,8 +297,12 @@ mod tests {
         let (r, delta_rx, record_rx) = recorder(16, 1);
         let mut ctx = crate::proxy::ctx::RequestCtx::for_tests();
         let mut one = || r.record(Record::of(&mut ctx, Duration::ZERO));
-        for _ in 0..RECORD_BATCH - 1 {
+        for i in 0..RECORD_BATCH - 1 {
             one();
+            if i == MIN_BATCH_VEC {
+                // Past the first batch's guess, one regrowth to a full batch.
+                assert_eq!(r.records.borrow().capacity(), RECORD_BATCH);
+            }
         }
         assert!(record_rx.is_empty(), "nothing goes before a batch is full");
         one();

@@ -189,7 +189,15 @@ pub fn relay<'a>(
             lines: &[headers::cache_line(ctx.cache.status), &ctx.admission.headers, &routed],
             request_id: Some(ctx.id.as_bytes()),
         };
-        let mut out = BytesMut::with_capacity(raw_head.len() + ctx.admission.headers.len() + routed.len() + 160);
+        let head_room = raw_head.len() + ctx.admission.headers.len() + routed.len() + 160;
+        // A short answer of known length goes out with its head in one
+        // write (`Pump::length`): room for it now rather than a regrowth
+        // (an allocation and a copy of the head) when it arrives.
+        let body_room = match head.framing {
+            ResponseFraming::Length(n) => usize::try_from(n).ok().filter(|&n| head_room + n <= COALESCE).unwrap_or(0),
+            _ => 0,
+        };
+        let mut out = BytesMut::with_capacity(head_room + body_room);
         if translated_stream {
             client_head.write(&mut out, |out| write::header(out, b"Content-Type", b"text/event-stream"));
         } else {
