@@ -194,7 +194,9 @@ pub fn relay<'a>(
         // write (`Pump::length`): room for it now rather than a regrowth
         // (an allocation and a copy of the head) when it arrives.
         let body_room = match head.framing {
-            ResponseFraming::Length(n) => usize::try_from(n).ok().filter(|&n| head_room + n <= COALESCE).unwrap_or(0),
+            ResponseFraming::Length(n) => {
+                usize::try_from(n).ok().filter(|&n| n <= COALESCE.saturating_sub(head_room)).unwrap_or(0)
+            }
             _ => 0,
         };
         let mut out = BytesMut::with_capacity(head_room + body_room);
