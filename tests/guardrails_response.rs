@@ -9,6 +9,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
+use aigw::mock::MockServer;
 use common::*;
 use serde_json::Value;
 
@@ -262,16 +263,23 @@ for model in ["mock/gpt-4o-mini", "anth/claude-x", "gem/gemini-x"]:
     }
 }
 
-#[test]
-fn pseudonymized_values_come_back_to_the_client_exactly() {
-    let mock = mock();
-    let policy = "[guardrails.pseudo]\ndetectors = [\"email\", \"phone\"]\nrequest = \"pseudonymize\"\n";
+/// A gateway whose `ps` (the mock) and `anth` (Anthropic, translated)
+/// providers pseudonymize `detectors` in requests. `top`: tables before the
+/// providers; `ps_extra`: more keys of `ps`.
+fn pseudonymizing(mock: &MockServer, top: &str, ps_extra: &str, detectors: &str) -> Gateway {
     let toml = format!(
-        "[cache]\n{}cache_ttl = \"60s\"\nguardrails = [\"pseudo\"]\n{}guardrails = [\"pseudo\"]\n{policy}",
+        "{top}{}{ps_extra}guardrails = [\"pseudo\"]\n{}guardrails = [\"pseudo\"]\n\
+         [guardrails.pseudo]\ndetectors = [{detectors}]\nrequest = \"pseudonymize\"\n",
         provider("ps", "mock", mock.addr),
         provider("anth", "anthropic", mock.addr),
     );
-    let gw = Gateway::start("", &toml);
+    Gateway::start("", &toml)
+}
+
+#[test]
+fn pseudonymized_values_come_back_to_the_client_exactly() {
+    let mock = mock();
+    let gw = pseudonymizing(&mock, "[cache]\n", "cache_ttl = \"60s\"\n", r#""email", "phone""#);
     // What the provider sees: numbered placeholders, one per value.
     let ask = r#"{"model":"m","messages":[{"role":"user","content":"Write to jane@corp.example and bob@corp.example, cc jane@corp.example, call +1 415 555 2671."}]}"#;
     let r = roundtrip(gw.addr, &post("/ps/echo", ask));
@@ -313,13 +321,7 @@ fn pseudonymized_values_come_back_to_the_client_exactly() {
 #[test]
 fn pseudonymized_values_stay_out_of_the_request_log() {
     let mock = mock();
-    let policy = "[guardrails.pseudo]\ndetectors = [\"email\"]\nrequest = \"pseudonymize\"\n";
-    let toml = format!(
-        "[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n{}guardrails = [\"pseudo\"]\n{}guardrails = [\"pseudo\"]\n{policy}",
-        provider("ps", "mock", mock.addr),
-        provider("anth", "anthropic", mock.addr),
-    );
-    let gw = Gateway::start("", &toml);
+    let gw = pseudonymizing(&mock, "[log]\ncapture_bodies = true\ncapture_max_bytes = 65536\n", "", r#""email""#);
     let answer = content(&["Sent to [EMAIL_1]."]);
     let cases = [
         ("/ps/v1/chat/completions", r#"{"model":"m","messages":[{"role":"user","content":"mail jane@corp.example"}]}"#),
